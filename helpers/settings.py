@@ -1,0 +1,200 @@
+"""One place for every path, size and hyper-parameter of the course.
+
+Two profiles:
+
+* ``tiny`` (default): the offline tiny InternVL2 checkpoint the project builds itself
+  (``make tiny``) and the synthetic FoodieQA-format food set it draws (``make data``).
+  Runs on a 2-core CPU; this is what CI and the committed notebook outputs use.
+* ``full``: InternVL2-2B and FoodieQA. Chosen when ``INTERNVL_MODEL_PATH`` points at an
+  InternVL2-2B directory. ``FOODIEQA_ROOT`` (a folder holding ``sivqa_tidy.json`` and
+  ``images/``) switches the data to the real FoodieQA; without it the synthetic set is used.
+
+Every notebook starts with ``S = get_settings()`` and reads everything from ``S``.
+
+Example:
+    >>> from helpers.settings import get_settings
+    >>> S = get_settings()
+    >>> S.profile in ("tiny", "full")
+    True
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# The system prompt XTuner 0.2.0 trains InternVL with (xtuner/dataset/internvl_dataset.py).
+XTUNER_SYSTEM_PROMPT = "You are an AI assistant whose name is InternLM (书生·浦语)."
+# The system prompt of LMDeploy's / InternVL's own `internvl2-internlm2` chat template.
+INTERNVL2_SYSTEM_PROMPT = "你是由上海人工智能实验室联合商汤科技开发的书生多模态大模型，英文名叫InternVL, 是一个有用无害的人工智能助手。"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Course configuration; build it with :func:`get_settings`, not by hand."""
+
+    profile: str  # "tiny" (offline, CPU is enough) or "full" (InternVL2-2B, GPU)
+    artifacts: Path  # everything the course builds or downloads lives under here (git-ignored)
+    model_path: Path  # the checkpoint notebooks 03-06 deploy and fine-tune (see base_model_path)
+    tiny_model_path: Path  # `make tiny` output: InternVL2-2B's structure, tiny widths, random weights
+    tiny_base_model_path: Path  # notebook 02 output: tiny model after the two pre-training stages
+    data_root: Path  # FoodieQA-format root: sivqa_tidy.json + images/
+    data_is_synthetic: bool  # True when data_root is the set drawn by `make data`
+    llava_dir: Path  # LLaVA-format train/val JSON written by the converter (notebook 04/05 input)
+    runs_dir: Path  # XTuner work dirs, converted models, evaluation results
+    seed: int = 0  # one seed for drawing data, building the tiny model and training
+
+    # --- images and tiling (InternVL2 values; read from the checkpoint's config.json when present)
+    image_size: int = 448  # side of one tile in pixels (force_image_size)
+    min_dynamic_patch: int = 1  # fewest tiles per image
+    max_dynamic_patch: int = 12  # most tiles per image (InternVL2-2B: 12); +1 thumbnail when use_thumbnail
+    use_thumbnail: bool = True  # add a whole-image 448 px tile when the image is split into >1 tiles
+    max_length: int = 8192  # XTuner max token length of one training sample
+
+    # --- synthetic data (`make data`)
+    synth_images_per_dish: int = 12  # photos drawn per dish; each gets a cuisine and a dish question
+    synth_val_fraction: float = 0.25  # share of images held out for validation (split by image)
+    synth_long_side: int = 896  # long side of drawn photos in px (phone photos are 4032; CPU needs small)
+
+    # --- XTuner LoRA recipe (upstream course values; `tiny` overrides are listed in get_settings)
+    lora_r: int = 128  # LoRA rank on the LLM
+    lora_alpha: int = 256  # LoRA scaling numerator (scale = alpha / r = 2)
+    lora_dropout: float = 0.05  # dropout on the LoRA branch
+    batch_size: int = 4  # samples per device per step
+    accumulative_counts: int = 2  # gradient accumulation steps (global batch = 4 x 2 x GPUs)
+    max_epochs: int = 10  # passes over the training split
+    lr: float = 3e-5  # AdamW peak learning rate
+    betas: tuple = (0.9, 0.999)  # AdamW betas
+    weight_decay: float = 0.05  # AdamW weight decay
+    max_norm: float = 1.0  # gradient clipping
+    warmup_ratio: float = 0.03  # share of iterations spent in linear warm-up
+    save_steps: int = 64  # checkpoint every N iterations
+    save_total_limit: int = 2  # keep this many checkpoints (-1 keeps all)
+    dataloader_num_workers: int = 4  # XTuner dataloader worker processes
+    optim_wrapper: str = "amp"  # "amp" (AmpOptimWrapper, GPU) or "plain" (OptimWrapper, CPU)
+    amp_dtype: str = "float16"  # AmpOptimWrapper dtype (upstream float16; bfloat16 where the card has it)
+    num_gpus: int = 1  # GPUs for `xtuner train` (NPROC_PER_NODE); accumulation keeps the global batch
+
+    # --- deployment (LMDeploy)
+    session_len: int = 8192  # max tokens of one conversation in LMDeploy
+    cache_max_entry_count: float = 0.4  # share of free GPU memory for LMDeploy's KV cache
+    tp: int = 1  # tensor-parallel GPUs for LMDeploy
+    max_new_tokens: int = 256  # default answer length
+    server_host: str = "127.0.0.1"  # api_server / web UI bind address; never 0.0.0.0 by default
+    api_port: int = 23333  # lmdeploy api_server port
+    webui_port: int = 7860  # Gradio web UI port
+    max_upload_mb: float = 20.0  # web UI refuses larger uploads
+    max_image_pixels: int = 40_000_000  # web UI refuses images with more pixels than this
+
+    extra: dict = field(default_factory=dict)  # notebook-level overrides, kept for the record
+
+    @property
+    def sivqa_file(self) -> Path:
+        """FoodieQA single-image VQA file (`sivqa_tidy.json`) under data_root."""
+        return self.data_root / "sivqa_tidy.json"
+
+    @property
+    def base_model_path(self) -> Path:
+        """The "before fine-tuning" model: tiny-base when notebook 02 built it, else model_path."""
+        if self.profile == "tiny" and (self.tiny_base_model_path / "config.json").exists():
+            return self.tiny_base_model_path
+        return self.model_path
+
+    @cached_property
+    def device(self) -> str:
+        """"cuda" when a CUDA GPU is visible, else "cpu"."""
+        try:
+            import torch
+        except ImportError:
+            return "cpu"
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+    @cached_property
+    def engine(self) -> str:
+        """Inference engine: "lmdeploy" on a CUDA machine with LMDeploy installed, else "transformers"."""
+        if os.environ.get("INTERNVL_ENGINE"):
+            return os.environ["INTERNVL_ENGINE"]
+        if self.device != "cuda":
+            return "transformers"
+        try:
+            import lmdeploy  # noqa: F401
+        except ImportError:
+            return "transformers"
+        return "lmdeploy"
+
+    def replace(self, **changes) -> "Settings":
+        """A copy with some fields changed (e.g. ``S.replace(max_epochs=2)``)."""
+        return dataclasses.replace(self, **changes)
+
+    def describe(self) -> str:
+        """One paragraph saying what this run uses, for the top of each notebook."""
+        data = "synthetic FoodieQA-format set" if self.data_is_synthetic else "FoodieQA"
+        return (
+            f"profile={self.profile} | model={self.model_path} | data={data} at {self.data_root} "
+            f"| device={self.device} | engine={self.engine}"
+        )
+
+
+def get_settings(profile: str | None = None, **overrides) -> Settings:
+    """Build the course settings from the environment.
+
+    Args:
+        profile: force "tiny" or "full"; by default "full" when ``INTERNVL_MODEL_PATH`` is set.
+        **overrides: any :class:`Settings` field to change for this call.
+
+    Returns:
+        A frozen :class:`Settings`.
+
+    Environment:
+        INTERNVL_MODEL_PATH  an InternVL2-2B directory (switches to the full profile)
+        FOODIEQA_ROOT        a FoodieQA copy with sivqa_tidy.json and images/
+        INTERNVL_ARTIFACTS   where builds and runs go (default: <repo>/artifacts)
+        INTERNVL_ENGINE      force "transformers" or "lmdeploy"
+
+    Example:
+        >>> S = get_settings("tiny", max_epochs=1)
+        >>> S.max_epochs
+        1
+    """
+    env_model = os.environ.get("INTERNVL_MODEL_PATH")
+    env_data = os.environ.get("FOODIEQA_ROOT")
+    if profile is None:
+        profile = "full" if env_model else "tiny"
+    if profile not in ("tiny", "full"):
+        raise ValueError(f"profile must be 'tiny' or 'full', got {profile!r}")
+    if profile == "full" and not env_model:
+        raise ValueError("the full profile needs INTERNVL_MODEL_PATH (an InternVL2-2B directory)")
+
+    artifacts = Path(os.environ.get("INTERNVL_ARTIFACTS", REPO_ROOT / "artifacts")).resolve()
+    tiny_model = artifacts / "models" / "internvl2-tiny"
+    synth_root = artifacts / "data" / "foodieqa-synth"
+    data_root = Path(env_data).expanduser().resolve() if env_data else synth_root
+
+    values: dict = dict(
+        profile=profile,
+        artifacts=artifacts,
+        model_path=Path(env_model).expanduser().resolve() if profile == "full" else tiny_model,
+        tiny_model_path=tiny_model,
+        tiny_base_model_path=artifacts / "models" / "internvl2-tiny-base",
+        data_root=data_root,
+        data_is_synthetic=not env_data,
+        llava_dir=artifacts / "data" / ("llava-synth" if not env_data else "llava-foodieqa"),
+        runs_dir=artifacts / "runs" / profile,
+    )
+    if profile == "tiny":
+        values.update(
+            # CPU: a 2-core machine must finish every notebook in minutes.
+            max_dynamic_patch=6,  # the tiny checkpoint's config.json says 6
+            optim_wrapper="plain",  # AmpOptimWrapper asserts a GPU
+            dataloader_num_workers=0,  # worker processes only add start-up time on 2 cores
+        )
+    values.update(overrides)
+    known = {f.name for f in dataclasses.fields(Settings)}
+    unknown = set(values) - known
+    if unknown:
+        raise TypeError(f"unknown settings: {sorted(unknown)}")
+    return Settings(**values)
