@@ -74,6 +74,8 @@ class Settings:
     warmup_ratio: float = 0.03  # share of iterations spent in linear warm-up
     save_steps: int = 64  # checkpoint every N iterations
     save_total_limit: int = 2  # keep this many checkpoints (-1 keeps all)
+    save_optimizer: bool = True  # AdamW state in checkpoints, so a resumed run continues exactly (upstream False: smaller files)
+    log_interval: int = 10  # mmengine logs loss/lr every N iterations (short runs log more often, >= 20 points)
     dataloader_num_workers: int = 4  # XTuner dataloader worker processes
     optim_wrapper: str = "amp"  # "amp" (AmpOptimWrapper, GPU) or "plain" (OptimWrapper, CPU)
     amp_dtype: str = "float16"  # AmpOptimWrapper dtype (upstream float16; bfloat16 where the card has it)

@@ -1,0 +1,874 @@
+"""XTuner LoRA fine-tuning of InternVL2: write the config, launch, watch, resume, convert.
+
+The course trains exactly as upstream does, with ``xtuner train CONFIG`` in a child
+process, so every step can also be run by hand from a terminal. This module adds what a
+notebook needs around it:
+
+* :func:`render_config` / :func:`write_config`: a readable XTuner config (mmengine
+  lazy-import style, all values in PART 1 with comments) from :class:`Recipe`;
+* :func:`launch` -> :class:`TrainRun`: ``xtuner train`` in its own process group, a tqdm
+  bar fed by the log, ``stop()``, and ``result()``, which judges success from the work dir,
+  because ``xtuner train`` exits with status 0 even when training crashed;
+* resume from the last *readable* checkpoint (:func:`last_checkpoint` skips one that was
+  half-written when the run was killed);
+* :func:`read_log` / :func:`plot_log`: loss and learning rate per iteration;
+* :func:`convert`: XTuner's ``convert_to_official`` (LoRA merged), then whatever the output
+  lacks to load anywhere (remote code, chat template, generation config, system prompt).
+
+Example:
+    >>> from helpers.settings import get_settings
+    >>> from helpers import finetune
+    >>> S = get_settings()
+    >>> cfg = finetune.write_config(S, S.base_model_path, S.llava_dir / "train.json",
+    ...                             S.data_root, S.runs_dir / "lora")   # doctest: +SKIP
+    >>> run = finetune.launch(cfg, S.runs_dir / "lora")                # doctest: +SKIP
+    >>> run.wait(); result = run.result()                               # doctest: +SKIP
+    >>> finetune.convert(cfg, result.checkpoint, S.runs_dir / "merged")  # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import ast
+import dataclasses
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from helpers.settings import REPO_ROOT, XTUNER_SYSTEM_PROMPT, Settings
+
+LOG_NAME = "train.log"
+CKPT_RE = re.compile(r"^iter_(\d+)\.pth$")
+ITER_RE = re.compile(r"Iter\(train\)\s*\[\s*(\d+)/(\d+)\]\s*(.*)")
+PAIR_RE = re.compile(r"(\w+): (\S+)")
+MIN_WARMUP_ITERS = 2  # LinearLR needs >= 1 iteration, and 1 leaves the LR at lr x 1e-5 for the step
+REQUIREMENTS_HINT = "install requirements-xtuner.txt (the XTuner environment, .venv-xtuner)"
+# Why a profile's value differs from the course recipe; rendered next to the value.
+OVERRIDE_REASONS = {
+    "optim_wrapper": "AmpOptimWrapper asserts a CUDA device; OptimWrapper trains in fp32 on CPU",
+    "dataloader_num_workers": "worker processes only add start-up time on a 2-core CPU",
+    "max_epochs": "a CPU must finish the notebook in minutes",
+    "batch_size": "smaller steps for the CPU",
+    "accumulative_counts": "smaller steps for the CPU",
+    "save_steps": "checkpoints within a short run",
+}
+
+
+class TrainingFailed(RuntimeError):
+    """``xtuner train`` did not produce a final checkpoint; the message quotes the log."""
+
+
+# --------------------------------------------------------------------------- recipe & config
+@dataclass(frozen=True)
+class Recipe:
+    """The LoRA recipe one config is rendered from (values from :class:`Settings`).
+
+    Build it with :meth:`from_settings`; ``notes`` says why a value differs from the course
+    recipe (CPU profile, short-run warm-up) and is written into the config as comments.
+    """
+
+    name: str  # "course": the upstream InternVL2-2B LoRA recipe (later: "recommended")
+    lora_r: int
+    lora_alpha: int
+    lora_dropout: float
+    batch_size: int
+    accumulative_counts: int
+    max_epochs: int
+    lr: float
+    betas: tuple
+    weight_decay: float
+    max_norm: float
+    warmup_ratio: float
+    optim_wrapper: str  # "amp" or "plain"
+    amp_dtype: str
+    max_length: int
+    dataloader_num_workers: int
+    save_steps: int
+    save_total_limit: int
+    save_optimizer: bool
+    log_interval: int
+    seed: int
+    iters_per_epoch: int | None = None  # on one GPU, when the training-set size is known
+    notes: tuple = ()
+
+    @property
+    def max_iters(self) -> int | None:
+        """Total training iterations on one GPU (None when the set size was not given)."""
+        return None if self.iters_per_epoch is None else self.iters_per_epoch * self.max_epochs
+
+    @classmethod
+    def from_settings(cls, settings: Settings, n_train: int | None = None) -> "Recipe":
+        """The course recipe with ``settings``' values.
+
+        Args:
+            settings: course settings (profile overrides included).
+            n_train: training samples; with it the warm-up is checked to span at least
+                two iterations and the log interval gives at least ~20 points.
+
+        Returns:
+            A :class:`Recipe`.
+
+        Example:
+            >>> from helpers.settings import get_settings
+            >>> Recipe.from_settings(get_settings("tiny"), n_train=64).max_iters > 0
+            True
+        """
+        names = [f.name for f in dataclasses.fields(cls)
+                 if f.name not in ("name", "iters_per_epoch", "notes")]
+        values = {n: getattr(settings, n) for n in names}
+        defaults = {f.name: f.default for f in dataclasses.fields(Settings)}
+        notes = [f"{n} = {values[n]!r} (course recipe: {defaults[n]!r}) - {why}"
+                 for n, why in OVERRIDE_REASONS.items() if values[n] != defaults[n]]
+        if values["amp_dtype"] == "auto":
+            values["amp_dtype"] = _best_amp_dtype()
+        iters_per_epoch = None
+        if n_train is not None:
+            if n_train < 1:
+                raise ValueError("the training set is empty (n_train=0)")
+            b, a = values["batch_size"], values["accumulative_counts"]
+            # LengthGroupedSampler pads to whole groups of batch x accumulation samples.
+            iters_per_epoch = a * math.ceil(n_train / (b * a))
+            total = iters_per_epoch * values["max_epochs"]
+            # mmengine converts the epoch fraction with int(): fewer than 2 warm-up
+            # iterations either fails ("end should be larger than begin") or keeps the
+            # LR at lr x 1e-5 for the only warm-up step.
+            if int(values["warmup_ratio"] * total) < MIN_WARMUP_ITERS:
+                if total < 2 * MIN_WARMUP_ITERS:
+                    raise ValueError(f"{total} training iterations are too few for warm-up "
+                                     f"+ cosine decay; use more data or epochs")
+                new = round((MIN_WARMUP_ITERS + 0.5) / total, 6)
+                notes.append(f"warmup_ratio = {new} (course recipe: {values['warmup_ratio']}) - "
+                             f"{values['warmup_ratio']} of {total} iterations is less than "
+                             f"{MIN_WARMUP_ITERS}; warm-up must span >= {MIN_WARMUP_ITERS}")
+                values["warmup_ratio"] = new
+            interval = max(1, min(values["log_interval"], total // 20))
+            if interval != values["log_interval"]:
+                notes.append(f"log_interval = {interval} (course recipe: "
+                             f"{values['log_interval']}) - >= 20 logged points in {total} iterations")
+                values["log_interval"] = interval
+        return cls(name="course", iters_per_epoch=iters_per_epoch, notes=tuple(notes), **values)
+
+
+def _best_amp_dtype() -> str:
+    """bfloat16 where the CUDA card supports it, else float16 (the upstream value)."""
+    try:
+        import torch
+    except ImportError:
+        return "float16"
+    ok = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return "bfloat16" if ok else "float16"
+
+
+def _count_records(train_json: Path) -> int:
+    try:
+        data = json.loads(Path(train_json).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"training file {train_json} does not exist "
+                                f"(run `python -m helpers.data convert`)") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{train_json}: not valid JSON ({exc})") from None
+    if not isinstance(data, list):
+        raise ValueError(f"{train_json}: expected a JSON list of LLaVA records, got "
+                         f"{type(data).__name__}")
+    return len(data)
+
+
+def render_config(settings: Settings, model_path, train_json, image_folder, work_dir,
+                  recipe: Recipe | None = None, config_name: str | None = None) -> str:
+    """The text of an XTuner config for LoRA fine-tuning InternVL2 with the course recipe.
+
+    Args:
+        settings: course settings; ``settings.profile`` decides which overrides apply.
+        model_path: InternVL2 checkpoint directory to fine-tune.
+        train_json: LLaVA-format training file (its record count sizes the warm-up).
+        image_folder: folder the records' ``image`` paths are relative to.
+        work_dir: where ``xtuner train`` writes checkpoints and logs.
+        recipe: a ready :class:`Recipe` (default: ``Recipe.from_settings``).
+        config_name: the file name used in the usage comments (default ``<work_dir>.py``).
+
+    Returns:
+        The config file text (runnable with ``xtuner train``).
+
+    Example:
+        >>> text = render_config(S, S.model_path, "train.json", S.data_root, "w")  # doctest: +SKIP
+        >>> "lora_r = 128" in text                                                  # doctest: +SKIP
+        True
+    """
+    from helpers.xtuner_config_template import (
+        AMP_BLOCK, AMP_SETTINGS, PLAIN_BLOCK, PLAIN_SETTINGS, TEMPLATE)
+    from string import Template
+
+    train_json = Path(train_json).resolve()
+    if recipe is None:
+        recipe = Recipe.from_settings(settings, n_train=_count_records(train_json))
+    if recipe.optim_wrapper not in ("amp", "plain"):
+        raise ValueError(f"optim_wrapper must be 'amp' or 'plain', got {recipe.optim_wrapper!r}")
+    amp = recipe.optim_wrapper == "amp"
+    optim_settings = (Template(AMP_SETTINGS).substitute(amp_dtype=repr(recipe.amp_dtype))
+                      if amp else PLAIN_SETTINGS)
+    notes = "".join(f"#   {n}\n" for n in recipe.notes)
+    if notes:
+        notes = (f"\n# Values that differ from the course recipe, and why (profile "
+                 f"'{settings.profile}'; already applied above):\n{notes}")
+    iters = (f"; {recipe.max_iters} iterations on one GPU ({recipe.iters_per_epoch} a epoch)"
+             if recipe.max_iters else "")
+    config_name = config_name or f"{Path(work_dir).name}.py"
+    return TEMPLATE.substitute(
+        generated_for=f"profile '{settings.profile}', recipe '{recipe.name}'{iters}.",
+        config_name=config_name,
+        model_path=repr(str(Path(model_path).resolve())),
+        data_path=repr(str(train_json)),
+        image_folder=repr(str(Path(image_folder).resolve())),
+        work_dir=repr(str(Path(work_dir).resolve())),
+        max_length=recipe.max_length, lora_r=recipe.lora_r, lora_alpha=recipe.lora_alpha,
+        lora_dropout=recipe.lora_dropout, batch_size=recipe.batch_size,
+        accumulative_counts=recipe.accumulative_counts,
+        dataloader_num_workers=recipe.dataloader_num_workers, max_epochs=recipe.max_epochs,
+        lr=recipe.lr, betas=repr(tuple(recipe.betas)), weight_decay=recipe.weight_decay,
+        max_norm=recipe.max_norm, warmup_ratio=recipe.warmup_ratio,
+        optim_wrapper_settings=optim_settings,
+        optim_wrapper_block=AMP_BLOCK if amp else PLAIN_BLOCK,
+        save_steps=recipe.save_steps, save_total_limit=recipe.save_total_limit,
+        save_optimizer=recipe.save_optimizer, log_interval=recipe.log_interval,
+        seed=recipe.seed, profile_notes=notes,
+    )
+
+
+def write_config(settings: Settings, model_path, train_json, image_folder, work_dir,
+                 path=None, recipe: Recipe | None = None) -> Path:
+    """Render the config (:func:`render_config`) and write it next to the work dir.
+
+    Args:
+        settings, model_path, train_json, image_folder, work_dir, recipe: as in
+            :func:`render_config`.
+        path: where to write (default ``<work_dir>.py`` beside the work dir: mmengine dumps
+            its own copy into the work dir under the config's name, which must not be the
+            commented original).
+
+    Returns:
+        The config file path.
+
+    Example:
+        >>> write_config(S, S.model_path, "train.json", S.data_root, "runs/lora")  # doctest: +SKIP
+        PosixPath('runs/lora.py')
+    """
+    work_dir = Path(work_dir).resolve()
+    path = Path(path) if path is not None else work_dir.parent / f"{work_dir.name}.py"
+    if path.resolve().parent == work_dir:
+        raise ValueError(f"{path}: keep the config outside the work dir (mmengine overwrites "
+                         f"<work_dir>/{path.name} with its own dump)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_config(settings, model_path, train_json, image_folder, work_dir,
+                                  recipe, config_name=str(path)), encoding="utf-8")
+    return path
+
+
+def config_values(config) -> dict:
+    """The literal top-level assignments of a config file (PART 1), without importing it.
+
+    Example:
+        >>> config_values("runs/lora.py")["lora_r"]  # doctest: +SKIP
+        128
+    """
+    tree = ast.parse(Path(config).read_text(encoding="utf-8"), filename=str(config))
+    values = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 \
+                and isinstance(node.targets[0], ast.Name):
+            try:
+                values[node.targets[0].id] = ast.literal_eval(node.value)
+            except ValueError:
+                pass  # dicts of classes etc.: not a PART-1 literal
+    return values
+
+
+def split_batch(batch_size: int, accumulative_counts: int, world_size: int) -> tuple:
+    """Per-device batch and accumulation that keep the global batch on ``world_size`` GPUs.
+
+    Returns:
+        ``(batch_size, accumulative_counts)`` with product x world_size unchanged.
+
+    Example:
+        >>> split_batch(4, 2, 1), split_batch(4, 2, 2), split_batch(4, 2, 4), split_batch(4, 2, 8)
+        ((4, 2), (4, 1), (2, 1), (1, 1))
+    """
+    total = batch_size * accumulative_counts
+    for b in range(batch_size, 0, -1):
+        if total % (b * world_size) == 0:
+            return b, total // (b * world_size)
+    raise ValueError(f"the global batch {total} (batch {batch_size} x accumulation "
+                     f"{accumulative_counts}) cannot be split evenly over {world_size} GPUs")
+
+
+# --------------------------------------------------------------------------- checkpoints
+def checkpoint_problem(path) -> str | None:
+    """Why a checkpoint cannot be loaded, or None when it is complete.
+
+    torch writes a zip archive whose directory sits at the end, so a file cut short by a
+    kill during saving has no readable directory; every member's CRC is checked too.
+    DeepSpeed checkpoints are directories of such files.
+
+    Example:
+        >>> checkpoint_problem("/nonexistent/iter_1.pth")
+        'does not exist'
+    """
+    path = Path(path)
+    if not path.exists():
+        return "does not exist"
+    files = sorted(path.glob("*.pt")) if path.is_dir() else [path]
+    if not files:
+        return "DeepSpeed checkpoint directory without *.pt files"
+    for file in files:
+        if file.stat().st_size == 0:
+            return f"{file.name} is empty"
+        try:
+            with zipfile.ZipFile(file) as archive:
+                bad = archive.testzip()
+                names = archive.namelist()
+        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+            return f"{file.name} is truncated or corrupt ({exc})"
+        if bad is not None:
+            return f"{file.name}: member {bad} fails its CRC check"
+        if not any(n.endswith("data.pkl") for n in names):
+            return f"{file.name} is not a torch checkpoint (no data.pkl)"
+    return None
+
+
+def _iteration(path: Path) -> int:
+    m = CKPT_RE.match(path.name)
+    return int(m.group(1)) if m else -1
+
+
+def last_checkpoint(work_dir, verbose: bool = True) -> Path | None:
+    """The newest complete ``iter_N.pth`` in ``work_dir``; broken ones are skipped.
+
+    Args:
+        work_dir: an ``xtuner train`` work dir.
+        verbose: print a line for every checkpoint skipped and why.
+
+    Returns:
+        The checkpoint path, or None when there is none.
+
+    Example:
+        >>> last_checkpoint("runs/lora")  # doctest: +SKIP
+        PosixPath('runs/lora/iter_64.pth')
+    """
+    work_dir = Path(work_dir)
+    candidates = sorted((p for p in work_dir.glob("iter_*.pth") if _iteration(p) >= 0),
+                        key=_iteration, reverse=True)
+    for path in candidates:
+        problem = checkpoint_problem(path)
+        if problem is None:
+            return path
+        if verbose:
+            print(f"Skipping checkpoint {path}: {problem} "
+                  f"(probably written when the run was stopped)")
+    return None
+
+
+# --------------------------------------------------------------------------- launching
+def _xtuner_executable() -> Path:
+    """``xtuner`` of the XTuner environment: next to this Python, in the repo venv, or on PATH."""
+    for candidate in (Path(sys.executable).parent / "xtuner",
+                      REPO_ROOT / ".venv-xtuner" / "bin" / "xtuner"):
+        if candidate.exists():
+            return candidate
+    found = shutil.which("xtuner")
+    if found:
+        return Path(found)
+    raise FileNotFoundError(f"no `xtuner` executable found; {REQUIREMENTS_HINT}")
+
+
+def _child_env(bin_dir: Path, extra: dict | None) -> dict:
+    env = dict(os.environ)
+    env.update({k: str(v) for k, v in (extra or {}).items()})
+    # `xtuner train` starts `python` / `torchrun` from PATH: they must be the venv's.
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
+    # The config imports helpers.xtuner_compat; the repo may not be installed in the venv.
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
+    # torch >= 2.6 loads with weights_only=True; mmengine checkpoints hold Python objects
+    # (HistoryBuffer), so --resume and load_from fail without this.
+    env["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = "1"
+    env["PYTHONUNBUFFERED"] = "1"  # the progress bar reads the log as it is written
+    env.setdefault("HF_HUB_OFFLINE", "1")  # no model hub is reachable; fail fast instead of hanging
+    env.setdefault("TRANSFORMERS_OFFLINE", "1")
+    return env
+
+
+def launch(config, work_dir, *, gpus: int = 1, deepspeed: str | None = None,
+           resume: bool = False, env: dict | None = None, overwrite: bool = False) -> "TrainRun":
+    """Start ``xtuner train CONFIG`` as a child process (own process group).
+
+    Args:
+        config: config file from :func:`write_config` (or any XTuner config).
+        work_dir: work dir for checkpoints and logs; the child's output goes to
+            ``work_dir/train.log``.
+        gpus: GPUs on this node (``NPROC_PER_NODE``); batch and accumulation are re-split so
+            the global batch stays that of the config (NNODES, NODE_RANK, ADDR, PORT in
+            ``env`` or the environment are passed through and counted).
+        deepspeed: e.g. ``"deepspeed_zero2"`` (the upstream command) or a JSON path.
+        resume: continue from the newest complete checkpoint in ``work_dir``.
+        env: extra environment variables for the child.
+        overwrite: start afresh in a work dir that holds checkpoints of an earlier run
+            (they are deleted); without it such a start is refused.
+
+    Returns:
+        A running :class:`TrainRun`.
+
+    Example:
+        >>> run = launch("runs/lora.py", "runs/lora")  # doctest: +SKIP
+        >>> run.wait()                                  # doctest: +SKIP
+        0
+    """
+    config, work_dir = Path(config).resolve(), Path(work_dir).resolve()
+    if not config.is_file():
+        raise FileNotFoundError(f"config {config} does not exist (write_config writes one)")
+    work_dir.mkdir(parents=True, exist_ok=True)
+    xtuner = _xtuner_executable()
+    cmd = [str(xtuner), "train", str(config), "--work-dir", str(work_dir)]
+    if deepspeed:
+        cmd += ["--deepspeed", deepspeed]
+    child_env = _child_env(xtuner.parent, env)
+
+    old = sorted(work_dir.glob("iter_*.pth"), key=_iteration)
+    resumed_from = None
+    if resume:
+        resumed_from = last_checkpoint(work_dir)
+        if resumed_from is None:
+            print(f"No complete checkpoint in {work_dir}: training starts from the beginning.")
+        else:
+            print(f"Resuming from {resumed_from}")
+            cmd += ["--resume", str(resumed_from)]
+    elif old or (work_dir / "last_checkpoint").exists():
+        if not overwrite:
+            raise FileExistsError(
+                f"{work_dir} holds checkpoints of an earlier run ({', '.join(p.name for p in old)}); "
+                f"pass resume=True to continue it or overwrite=True to start afresh")
+        for path in old:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        (work_dir / "last_checkpoint").unlink(missing_ok=True)
+        print(f"Deleted {len(old)} checkpoint(s) of the earlier run in {work_dir}")
+
+    world = gpus * int(child_env.get("NNODES", "1"))
+    if gpus > 1 or world > 1:
+        child_env["NPROC_PER_NODE"] = str(gpus)
+        values = config_values(config)
+        batch, accum = split_batch(values.get("batch_size", 1),
+                                   values.get("accumulative_counts", 1), world)
+        cmd += ["--cfg-options", f"train_dataloader.batch_size={batch}",
+                f"optim_wrapper.accumulative_counts={accum}",
+                f"train_dataloader.sampler.per_device_batch_size={batch * accum}"]
+        print(f"{world} GPUs: batch {batch} x accumulation {accum} per GPU keeps the global "
+              f"batch of {values.get('batch_size', 1) * values.get('accumulative_counts', 1)}")
+
+    log_path = work_dir / LOG_NAME
+    log = open(log_path, "ab" if resume else "wb")
+    offset = log.tell()
+    log.write(f"\n===== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd)}\n".encode())
+    log.flush()
+    proc = subprocess.Popen(cmd, cwd=str(REPO_ROOT), env=child_env, stdout=log,
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            start_new_session=True)  # own process group: stop() reaches workers
+    return TrainRun(proc, work_dir, log_path, offset, log, cmd, resumed_from)
+
+
+@dataclass
+class TrainResult:
+    """A finished, successful training run."""
+
+    work_dir: Path
+    checkpoint: Path  # the final iter_N.pth
+    max_iters: int
+    final_loss: float | None  # the last logged (window-averaged) loss
+    wall_s: float  # seconds from launch to exit
+
+
+class TrainRun:
+    """A running ``xtuner train`` child; made by :func:`launch`.
+
+    Example:
+        >>> run = launch(cfg, work_dir)            # doctest: +SKIP
+        >>> run.wait(progress=True)                # doctest: +SKIP
+        >>> run.result().checkpoint                # doctest: +SKIP
+    """
+
+    def __init__(self, proc, work_dir, log_path, offset, log_file, cmd, resumed_from):
+        self.proc, self.work_dir, self.log_path = proc, Path(work_dir), Path(log_path)
+        self.cmd, self.resumed_from = cmd, resumed_from
+        self._offset, self._log_file = offset, log_file
+        self.started = time.time()
+        self.ended: float | None = None
+        self.stopped = False
+        self.iteration, self.max_iters = 0, None
+        self.last: dict = {}
+
+    @property
+    def returncode(self) -> int | None:
+        """The child's exit status (None while it runs). 0 does not mean success."""
+        code = self.proc.poll()
+        if code is not None and self.ended is None:
+            self.ended = time.time()
+            self._log_file.close()
+        return code
+
+    def log_text(self) -> str:
+        """This run's part of ``train.log``."""
+        with open(self.log_path, "rb") as f:
+            f.seek(self._offset)
+            return f.read().decode("utf-8", errors="replace")
+
+    def _parse(self, line: str) -> bool:
+        m = ITER_RE.search(line)
+        if not m:
+            return False
+        self.iteration, self.max_iters = int(m.group(1)), int(m.group(2))
+        self.last = dict(PAIR_RE.findall(m.group(3)))
+        return True
+
+    def wait(self, progress: bool = True, poll_s: float = 1.0) -> int:
+        """Block until the child exits, showing iteration, loss, lr and ETA from the log.
+
+        Args:
+            progress: show a tqdm bar (fed by mmengine's ``Iter(train) [n/N]`` log lines).
+            poll_s: how often to read the log.
+
+        Returns:
+            The exit status (check :meth:`result`, not this, for success).
+
+        A KeyboardInterrupt (notebook "stop") stops the child too, then re-raises.
+        """
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=None, desc="xtuner train", unit="it", dynamic_ncols=True)
+        position, pending = self._offset, ""
+        try:
+            while True:
+                done = self.returncode is not None
+                with open(self.log_path, "rb") as f:
+                    f.seek(position)
+                    chunk = f.read()
+                    position = f.tell()
+                pending += chunk.decode("utf-8", errors="replace")
+                *lines, pending = pending.split("\n")
+                for line in lines:
+                    if self._parse(line) and bar is not None:
+                        if bar.total != self.max_iters:
+                            bar.reset(total=self.max_iters)
+                        bar.n = self.iteration
+                        bar.set_postfix({k: self.last[k] for k in ("loss", "lr", "eta")
+                                         if k in self.last}, refresh=False)
+                        bar.refresh()
+                if done:
+                    return self.proc.returncode
+                time.sleep(poll_s)
+        except KeyboardInterrupt:
+            self.stop()
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def stop(self, timeout_s: float = 60.0) -> int | None:
+        """Interrupt the whole process group (SIGINT, then SIGTERM, then SIGKILL).
+
+        Returns:
+            The exit status.
+        """
+        self.stopped = True
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
+            if self.returncode is not None:
+                break
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                self.proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                continue
+        self.proc.wait()
+        return self.returncode
+
+    def _failure(self, reason: str) -> TrainingFailed:
+        text = self.log_text()
+        start = text.rfind("Traceback (most recent call last)")
+        tail = text[start:] if start >= 0 else "\n".join(text.splitlines()[-30:])
+        tail = "\n".join(tail.splitlines()[-60:])
+        return TrainingFailed(f"{reason}\nlog: {self.log_path}\n--- log tail ---\n{tail}")
+
+    def result(self) -> TrainResult:
+        """Judge the finished run from the work dir and the log.
+
+        Success: ``last_checkpoint`` was written by this run, names a complete checkpoint,
+        and that checkpoint is the final iteration.
+
+        Raises:
+            TrainingFailed: with the log's traceback (or its last lines).
+
+        Example:
+            >>> run.result().checkpoint.name   # doctest: +SKIP
+            'iter_48.pth'
+        """
+        if self.returncode is None:
+            self.wait(progress=False)
+        for line in self.log_text().splitlines():
+            self._parse(line)
+        if self.stopped:
+            raise self._failure(f"stopped at iteration {self.iteration}; "
+                                f"launch(..., resume=True) continues the run")
+        pointer = self.work_dir / "last_checkpoint"
+        if self.max_iters is None:
+            raise self._failure(f"training crashed before its first logged iteration "
+                                f"(exit status {self.proc.returncode})")
+        if not pointer.exists() or pointer.stat().st_mtime < self.started - 1:
+            raise self._failure(f"no checkpoint was written by this run (exit status "
+                                f"{self.proc.returncode}; last logged iteration "
+                                f"{self.iteration}/{self.max_iters})")
+        checkpoint = Path(pointer.read_text().strip())
+        problem = checkpoint_problem(checkpoint)
+        if problem:
+            raise self._failure(f"the last checkpoint {checkpoint} {problem}")
+        if _iteration(checkpoint) != self.max_iters:
+            raise self._failure(f"training stopped early: last checkpoint {checkpoint.name}, "
+                                f"final iteration {self.max_iters}")
+        loss = self.last.get("loss")
+        return TrainResult(self.work_dir, checkpoint, self.max_iters,
+                           float(loss) if loss is not None else None,
+                           (self.ended or time.time()) - self.started)
+
+
+# --------------------------------------------------------------------------- logs
+LOG_FIELDS = ("iteration", "loss", "lr", "time", "data_time", "memory", "grad_norm")
+
+
+def _row(values: dict, iteration: int) -> dict:
+    row = {"iteration": iteration}
+    for key in LOG_FIELDS[1:]:
+        value = values.get(key)
+        row[key] = float(value) if value is not None else None
+    return row
+
+
+def read_log(work_dir) -> list:
+    """Loss, lr, timing and memory per logged iteration of a work dir.
+
+    Reads mmengine's ``<work_dir>/<timestamp>/vis_data/scalars.json`` of every launch (a
+    resumed run re-logs iterations after its checkpoint; the later launch wins), else the
+    text logs.
+
+    Returns:
+        Dicts with iteration, loss, lr, time, data_time, memory, grad_norm (None if absent),
+        sorted by iteration.
+
+    Example:
+        >>> rows = read_log("runs/lora")   # doctest: +SKIP
+        >>> rows[-1]["iteration"]          # doctest: +SKIP
+        48
+    """
+    work_dir = Path(work_dir)
+    rows: dict = {}
+    for path in sorted(work_dir.glob("*/vis_data/scalars.json")):
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                values = json.loads(line)
+            except json.JSONDecodeError:
+                print(f"{path}:{number}: skipped an unreadable line (run killed while writing?)")
+                continue
+            if "loss" in values:
+                step = int(values.get("iter", values.get("step", 0)))
+                rows[step] = _row(values, step)
+    if not rows:
+        texts = sorted(work_dir.glob("*/*.log")) or [work_dir / LOG_NAME]
+        for path in texts:
+            if not path.exists():
+                continue
+            for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+                m = ITER_RE.search(line)
+                if m:
+                    rows[int(m.group(1))] = _row(dict(PAIR_RE.findall(m.group(3))),
+                                                 int(m.group(1)))
+    return [rows[k] for k in sorted(rows)]
+
+
+def plot_log(rows):
+    """Loss and learning rate per iteration, side by side.
+
+    Args:
+        rows: :func:`read_log` output.
+
+    Returns:
+        A matplotlib Figure.
+
+    Example:
+        >>> plot_log(read_log("runs/lora"))  # doctest: +SKIP
+    """
+    from matplotlib.figure import Figure
+
+    if not rows:
+        raise ValueError("no logged iterations to plot (did training log any step?)")
+    fig = Figure(figsize=(10, 3.5), layout="constrained")
+    loss_ax, lr_ax = fig.subplots(1, 2)
+    its = [r["iteration"] for r in rows]
+    loss_ax.plot(its, [r["loss"] for r in rows], marker=".")
+    loss_ax.set(xlabel="iteration", ylabel="loss", title="training loss")
+    lr_ax.plot(its, [r["lr"] for r in rows], marker=".", color="tab:orange")
+    lr_ax.set(xlabel="iteration", ylabel="learning rate", title="learning rate")
+    lr_ax.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
+    return fig
+
+
+# --------------------------------------------------------------------------- conversion
+TRAINED_CHAT_TEMPLATE = (
+    # XTuner's InternVL_V1_5_Dataset format: ChatML with no newline between turns and
+    # XTuner's system prompt unless the conversation brings its own.
+    "{{ bos_token }}{% if messages[0]['role'] == 'system' %}"
+    "{% set system = messages[0]['content'] %}{% set messages = messages[1:] %}"
+    "{% else %}{% set system = '" + XTUNER_SYSTEM_PROMPT + "' %}{% endif %}"
+    "<|im_start|>system\n{{ system }}<|im_end|>"
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{{ message['content'] }}<|im_end|>{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def chat_template_config(model_name: str = "internvl2-xtuner-lora") -> dict:
+    """LMDeploy ``ChatTemplateConfig`` fields for the format XTuner trained with.
+
+    Load it with ``lmdeploy.ChatTemplateConfig.from_json(path)`` or pass the file to
+    ``lmdeploy serve api_server --chat-template``.
+    """
+    return dict(model_name=model_name, system="<|im_start|>system\n",
+                meta_instruction=XTUNER_SYSTEM_PROMPT, eosys="<|im_end|>",
+                user="<|im_start|>user\n", eoh="<|im_end|>", assistant="<|im_start|>assistant\n",
+                eoa="<|im_end|>", separator="", stop_words=["<|im_end|>"])
+
+
+def convert(config, checkpoint, out_dir, overwrite: bool = False) -> Path:
+    """Merge a LoRA checkpoint into a standalone InternVL2 model directory.
+
+    Runs XTuner's ``convert_to_official`` in the XTuner environment, then completes the
+    directory: remote-code ``.py`` files, tokenizer with a chat template, generation config,
+    ``chat_template_config.json`` (the format and system prompt the model was trained with,
+    for LMDeploy) and ``conversion.json`` (provenance and sizes, see :func:`sizes`).
+
+    Args:
+        config: the training config.
+        checkpoint: an ``iter_N.pth`` of that training (e.g. ``TrainResult.checkpoint``).
+        out_dir: new model directory.
+        overwrite: replace ``out_dir`` when it already exists.
+
+    Returns:
+        ``out_dir``.
+
+    Example:
+        >>> convert("runs/lora.py", "runs/lora/iter_48.pth", "runs/merged")  # doctest: +SKIP
+        PosixPath('runs/merged')
+    """
+    config, checkpoint, out_dir = (Path(config).resolve(), Path(checkpoint).resolve(),
+                                   Path(out_dir).resolve())
+    problem = checkpoint_problem(checkpoint)
+    if problem:
+        raise ValueError(f"checkpoint {checkpoint} {problem}")
+    if out_dir.exists() and any(out_dir.iterdir()):
+        if not overwrite:
+            raise FileExistsError(f"{out_dir} exists; pass overwrite=True to replace it")
+        shutil.rmtree(out_dir)
+    base = Path(config_values(config).get("path", ""))
+    xtuner = _xtuner_executable()
+    cmd = [str(xtuner.parent / "python"), "-m", "xtuner.configs.internvl.v1_5.convert_to_official",
+           str(config), str(checkpoint), str(out_dir)]
+    started = time.time()
+    proc = subprocess.run(cmd, cwd=str(REPO_ROOT), env=_child_env(xtuner.parent, None),
+                          capture_output=True, text=True)
+    if proc.returncode != 0 or not (out_dir / "config.json").exists():
+        out = (proc.stdout + proc.stderr).splitlines()[-40:]
+        raise RuntimeError(f"convert_to_official failed (exit {proc.returncode}):\n"
+                           + "\n".join(out))
+    copied = _complete_model_dir(out_dir, base)
+    record = dict(config=str(config), checkpoint=str(checkpoint),
+                  checkpoint_bytes=_bytes(checkpoint), base_model=str(base),
+                  system_prompt=XTUNER_SYSTEM_PROMPT, copied_from_base=copied,
+                  convert_s=round(time.time() - started, 1))
+    (out_dir / "conversion.json").write_text(json.dumps(record, ensure_ascii=False, indent=2),
+                                             encoding="utf-8")
+    return out_dir
+
+
+def _complete_model_dir(out_dir: Path, base: Path) -> list:
+    """Add what convert_to_official leaves out; returns the names copied or written."""
+    added = []
+    # The modeling code the model was trained with: the base checkpoint's own files.
+    for src in sorted(base.glob("*.py")) if base.is_dir() else []:
+        if not (out_dir / src.name).exists():
+            shutil.copy2(src, out_dir / src.name)
+            added.append(src.name)
+    if not (out_dir / "modeling_internvl_chat.py").exists():
+        from helpers.models import copy_remote_code
+        copy_remote_code(out_dir)
+        added.append("remote code (helpers.models.copy_remote_code)")
+    for name in ("generation_config.json", "preprocessor_config.json"):
+        if (base / name).exists() and not (out_dir / name).exists():
+            shutil.copy2(base / name, out_dir / name)
+            added.append(name)
+    tok_cfg_path = out_dir / "tokenizer_config.json"
+    tok_cfg = json.loads(tok_cfg_path.read_text(encoding="utf-8"))
+    # The merged model answers in the format XTuner trained it with; a serving stack that
+    # reads the tokenizer's template (LMDeploy's "hf" template) then uses the same prompt.
+    tok_cfg["chat_template"] = TRAINED_CHAT_TEMPLATE
+    tok_cfg_path.write_text(json.dumps(tok_cfg, ensure_ascii=False, indent=2), encoding="utf-8")
+    (out_dir / "chat_template.jinja").unlink(missing_ok=True)  # would override the json one
+    added.append("tokenizer_config.json:chat_template")
+    (out_dir / "chat_template_config.json").write_text(
+        json.dumps(chat_template_config(), ensure_ascii=False, indent=2), encoding="utf-8")
+    added.append("chat_template_config.json")
+    return added
+
+
+def _bytes(path: Path) -> int:
+    path = Path(path)
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size
+
+
+def sizes(model_dir) -> dict:
+    """Disk sizes of a converted model and the checkpoint it came from.
+
+    Returns:
+        ``checkpoint_bytes`` (the iter_N.pth: LoRA + projector, plus AdamW state when saved),
+        ``trainable_bytes`` (only the LoRA + projector tensors; None without torch),
+        ``model_bytes`` (merged weights in ``model_dir``), and ``ratio`` = model / trainable.
+
+    Example:
+        >>> sizes("runs/merged")["model_bytes"] > 0   # doctest: +SKIP
+        True
+    """
+    model_dir = Path(model_dir)
+    record = json.loads((model_dir / "conversion.json").read_text(encoding="utf-8"))
+    weights = [p for p in model_dir.iterdir() if p.suffix in (".safetensors", ".bin")]
+    model_bytes = sum(p.stat().st_size for p in weights)
+    trainable = None
+    checkpoint = Path(record["checkpoint"])
+    if checkpoint.is_file():
+        try:
+            import torch
+        except ImportError:
+            torch = None
+        if torch is not None:
+            state = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)
+            state = state.get("state_dict", state)
+            trainable = sum(t.numel() * t.element_size() for t in state.values()
+                            if torch.is_tensor(t))
+    return dict(checkpoint_bytes=record["checkpoint_bytes"], trainable_bytes=trainable,
+                model_bytes=model_bytes,
+                ratio=round(model_bytes / trainable, 1) if trainable else None)

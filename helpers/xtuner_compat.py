@@ -1,0 +1,203 @@
+"""The course's model class for XTuner configs: ``InternVL_V1_5`` plus the fixes this stack needs.
+
+XTuner 0.2.0's ``InternVL_V1_5`` was written for a torchrun-launched GPU job with flash-attn
+and a working bitsandbytes. On the course machines some of that is missing, and each gap
+breaks training in its own way (see docs/notes on XTuner: CPU and GPU runs). This class
+applies only the fixes those runs justified; everything else is XTuner's code unchanged:
+
+* a 1-process gloo group when ``torch.distributed`` is not initialised
+  (``xtuner train CONFIG`` without torchrun: XTuner calls ``get_rank()`` in every forward);
+* ``sdpa``/``eager`` attention when flash-attn is missing (XTuner forces flash_attention_2);
+* peft sees bitsandbytes as unavailable when bitsandbytes cannot be imported
+  (bitsandbytes 0.45 imports ``triton.ops``, which triton 3.x removed);
+* fp32 master copies of the trainable parameters (the projector ``mlp1`` is loaded in bf16)
+  and ViT features cast to ``mlp1``'s dtype on the way in.
+
+This module imports XTuner at the top on purpose: it is only imported by an XTuner config,
+inside the XTuner environment (``requirements-xtuner.txt``).
+
+Example (in an XTuner config, imported by name because mmengine's lazy-import configs
+ignore ``custom_imports``)::
+
+    from helpers.xtuner_compat import CourseInternVL
+    model = dict(type=CourseInternVL, model_path=path, freeze_llm=True, ...)
+"""
+from __future__ import annotations
+
+import atexit
+import contextlib
+import importlib.util
+import sys
+
+import torch
+from mmengine import print_log
+from transformers import AutoModel
+
+import xtuner.model.internvl as _xtuner_internvl
+from xtuner.model import InternVL_V1_5
+
+
+def ensure_process_group() -> bool:
+    """Create a 1-process gloo group when no ``torch.distributed`` group exists.
+
+    ``InternVL_V1_5._llm_forward`` calls ``torch.distributed.get_rank()`` unconditionally,
+    which raises when ``xtuner train`` runs without a launcher (one CPU or one GPU, no
+    torchrun). torchrun + gloo does not help on CPU either: mmengine then calls
+    ``torch.cuda.set_device``. An in-memory store needs no port and no rendezvous.
+
+    Returns:
+        True when this call created the group, False when one already existed.
+
+    Example:
+        >>> ensure_process_group() in (True, False)
+        True
+    """
+    import torch.distributed as dist
+
+    if not dist.is_available() or dist.is_initialized():
+        return False
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    # Without this torch warns at exit that the group was never destroyed.
+    atexit.register(lambda: dist.is_initialized() and dist.destroy_process_group())
+    print_log("No distributed launcher: created a 1-process gloo group (world_size=1).",
+              logger="current")
+    return True
+
+
+def disable_broken_bitsandbytes() -> bool:
+    """Make peft treat bitsandbytes as absent when it is installed but cannot be imported.
+
+    peft decides by ``find_spec("bitsandbytes")`` and then imports it while applying LoRA;
+    bitsandbytes 0.45.0 imports ``triton.ops`` (removed in triton 3.x), so LoRA fails with
+    ``ModuleNotFoundError: No module named 'triton.ops'``. The course never quantises
+    (``quantization_llm=False``), so nothing is lost.
+
+    Returns:
+        True when the peft checks were switched off.
+    """
+    if importlib.util.find_spec("bitsandbytes") is None:
+        return False  # peft already sees it as absent
+    try:
+        import bitsandbytes  # noqa: F401
+    except Exception as exc:  # ImportError, or a RuntimeError from its CUDA probing
+        reason = f"{type(exc).__name__}: {exc}"
+    else:
+        return False
+
+    def _unavailable() -> bool:
+        return False
+
+    # peft modules bind these checks with `from peft.import_utils import ...`, so every
+    # module that already holds a reference is patched, and peft.import_utils itself
+    # for the modules imported later.
+    for name, module in list(sys.modules.items()):
+        if name == "peft" or name.startswith("peft."):
+            for attr in ("is_bnb_available", "is_bnb_4bit_available"):
+                if hasattr(module, attr):
+                    setattr(module, attr, _unavailable)
+    print_log(f"bitsandbytes cannot be imported ({reason}); peft will not use it.",
+              logger="current")
+    return True
+
+
+def _fallback_attention(model_path: str) -> str | None:
+    """The attention implementation to use instead of flash_attention_2, or None to keep it."""
+    if importlib.util.find_spec("flash_attn") is not None:
+        return None
+    # The checkpoint's own InternLM2 code decides what it supports: it lists its classes in
+    # INTERNLM2_ATTENTION_CLASSES; InternLM2's original code has no sdpa entry.
+    from transformers.dynamic_module_utils import get_class_from_dynamic_module
+
+    try:
+        llm_cls = get_class_from_dynamic_module(
+            "modeling_internlm2.InternLM2ForCausalLM", model_path)
+        classes = sys.modules[llm_cls.__module__].__dict__.get("INTERNLM2_ATTENTION_CLASSES", {})
+    except Exception:  # no remote InternLM2 code (another LLM): transformers' names apply
+        classes = {}
+    return "sdpa" if not classes or "sdpa" in classes else "eager"
+
+
+@contextlib.contextmanager
+def _attention_override(attn: str | None):
+    """While active, models loaded by XTuner's InternVL_V1_5 get ``attn`` as LLM attention.
+
+    ``InternVL_V1_5.__init__`` sets flash_attention_2 on the config and loads the model in
+    the same call; the only seam in between is the ``AutoModel`` name of its module.
+    """
+    if attn is None:
+        yield
+        return
+
+    class _AutoModelWithAttention:
+        @staticmethod
+        def from_pretrained(*args, config=None, **kwargs):
+            if config is not None:
+                llm_config = config.llm_config
+                llm_config.attn_implementation = attn  # InternLM2's own switch
+                llm_config._attn_implementation = attn  # transformers' switch (other LLMs)
+            return AutoModel.from_pretrained(*args, config=config, **kwargs)
+
+    saved = _xtuner_internvl.AutoModel
+    _xtuner_internvl.AutoModel = _AutoModelWithAttention
+    try:
+        yield
+    finally:
+        _xtuner_internvl.AutoModel = saved
+
+
+def _cast_input_to_weight_dtype(module: torch.nn.Module, args: tuple):
+    """Forward pre-hook: bf16 ViT features into an fp32 (or any other dtype) projector."""
+    weight = next(module.parameters(), None)
+    if weight is None or not args or not torch.is_tensor(args[0]):
+        return None
+    if args[0].is_floating_point() and args[0].dtype != weight.dtype:
+        return (args[0].to(weight.dtype), *args[1:])
+    return None
+
+
+class CourseInternVL(InternVL_V1_5):
+    """XTuner's ``InternVL_V1_5`` with the course's compatibility fixes (see module docstring).
+
+    Takes exactly ``InternVL_V1_5``'s arguments, so a config can switch between the two by
+    changing ``type``; the saved ``.pth`` and ``convert_to_official`` are unchanged.
+
+    Args:
+        *args, **kwargs: passed to ``xtuner.model.InternVL_V1_5`` (model_path, freeze_llm,
+            freeze_visual_encoder, llm_lora, visual_encoder_lora, ...).
+
+    Example (config file)::
+
+        model = dict(type=CourseInternVL, model_path=path, freeze_llm=True,
+                     freeze_visual_encoder=True, llm_lora=dict(type=LoraConfig, r=128, ...))
+    """
+
+    def __init__(self, *args, **kwargs):
+        ensure_process_group()
+        disable_broken_bitsandbytes()
+        model_path = kwargs.get("model_path", args[0] if args else None)
+        attn = _fallback_attention(str(model_path))
+        if attn is not None:
+            print_log(f"flash-attn is not installed: the LLM uses {attn} attention.",
+                      logger="current")
+        with _attention_override(attn):
+            super().__init__(*args, **kwargs)
+        self._keep_trainables_in_fp32()
+
+    def _keep_trainables_in_fp32(self) -> None:
+        """Hold every trainable parameter in fp32.
+
+        XTuner loads the model in bf16 and peft upcasts only the LLM, so the trainable
+        projector ``mlp1`` stays bf16: AmpOptimWrapper's gradient unscaling has no bf16 kernel
+        on CUDA, and AdamW steps of lr 3e-5 vanish in bf16 rounding on CPU. Under DeepSpeed
+        the engine casts the whole model to bf16 again, which it handles itself.
+        """
+        upcast = []
+        for name, param in self.named_parameters():
+            if param.requires_grad and param.dtype in (torch.float16, torch.bfloat16):
+                param.data = param.data.float()
+                upcast.append(name)
+        if upcast:
+            print_log(f"Trainable parameters kept in fp32: {len(upcast)} tensors "
+                      f"(e.g. {upcast[0]}).", logger="current")
+        # The frozen ViT still produces bf16 features; the projector takes its own dtype.
+        self.model.mlp1.register_forward_pre_hook(_cast_input_to_weight_dtype)
