@@ -1,0 +1,444 @@
+"""Tests for helpers.deploy: the transformers engine's LMDeploy-style API on the tiny checkpoint,
+generation-config handling, and ApiServer process management (a stand-in HTTP server on CPU,
+the real ``lmdeploy serve api_server`` in the GPU job)."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import textwrap
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from helpers import deploy
+from helpers.settings import get_settings
+
+S = get_settings()
+TINY = S.tiny_model_path
+
+
+# --------------------------------------------------------------------------- generation config
+
+
+def test_generation_config_defaults_match_lmdeploy():
+    ours = deploy.GenerationConfig()
+    assert ours.do_sample is False and ours.max_new_tokens == 512
+    lmdeploy = pytest.importorskip("lmdeploy")
+    theirs = lmdeploy.GenerationConfig()
+    for name, value in deploy._GEN_DEFAULTS.items():
+        assert getattr(theirs, name) == value, name
+
+
+def test_gen_fields_reads_all_forms():
+    assert deploy._gen_fields(None)["do_sample"] is False
+    assert deploy._gen_fields({"max_new_tokens": 7})["max_new_tokens"] == 7
+    assert deploy._gen_fields(deploy.GenerationConfig(top_p=0.5))["top_p"] == 0.5
+    assert deploy._gen_fields(deploy.generation_config(temperature=0.3))["temperature"] == 0.3
+    with pytest.raises(ValueError, match="unknown fields"):
+        deploy._gen_fields({"max_tokens": 3})
+
+
+def test_prompt_forms():
+    assert deploy._split_prompt("hi") == ("hi", [])
+    assert deploy._split_prompt(("q", "a.jpg")) == ("q", ["a.jpg"])
+    assert deploy._split_prompt((["a.jpg", "b.jpg"], "q")) == ("q", ["a.jpg", "b.jpg"])
+    with pytest.raises(TypeError, match="a prompt is"):
+        deploy._split_prompt(42)
+    assert deploy._place_images("q", 1) == "<image>\nq"
+    assert deploy._place_images("q", 2) == "Image-1: <image>\nImage-2: <image>\nq"
+    assert deploy._place_images("<image> vs <image>", 2) == "<image> vs <image>"
+    with pytest.raises(ValueError, match="2 <image> placeholders but 1"):
+        deploy._place_images("<image><image>", 1)
+
+
+def test_make_pipeline_rejects_unknown_engine_and_missing_checkpoint(tmp_path):
+    with pytest.raises(ValueError, match="engine must be one of"):
+        deploy.make_pipeline(tmp_path, engine="vllm")
+    with pytest.raises(FileNotFoundError, match="config.json missing"):
+        deploy.make_pipeline(tmp_path, engine="transformers")
+
+
+# --------------------------------------------------------------------------- transformers engine (tiny model)
+
+needs_tiny = pytest.mark.skipif(not (TINY / "config.json").is_file(),
+                                reason=f"tiny checkpoint missing at {TINY}: run `python -m helpers.models build-tiny`")
+GREEDY = {"max_new_tokens": 12}
+
+
+def _photos(n=3):
+    """Distinct small food-like photos (RGB, different sizes so tile counts differ)."""
+    from PIL import Image, ImageDraw
+
+    out = []
+    for i in range(n):
+        img = Image.new("RGB", (300 + 250 * i, 280 + 60 * i), (200 - 50 * i, 120 + 40 * i, 60 + 70 * i))
+        ImageDraw.Draw(img).ellipse((20, 20, 200, 180), fill=(250, 230 - 60 * i, 40 * i))
+        out.append(img)
+    return out
+
+
+@pytest.fixture(scope="module")
+def engine():
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    if not (TINY / "config.json").is_file():
+        pytest.skip(f"tiny checkpoint missing at {TINY}: run `python -m helpers.models build-tiny`")
+    eng = deploy.make_pipeline(TINY, engine="transformers")
+    yield eng
+    eng.close()
+
+
+@needs_tiny
+def test_single_call_response_fields(engine):
+    img = _photos(1)[0]
+    res = engine(("图中是什么菜？", img), gen_config=GREEDY)
+    assert engine.engine_name == "transformers"
+    assert isinstance(res.text, str) and res.text.strip()
+    assert res.finish_reason in ("stop", "length")
+    assert 0 < res.generate_token_len <= GREEDY["max_new_tokens"]
+    # the prompt holds 256 image tokens per tile
+    assert res.input_token_len > engine.model.num_image_token
+    again = engine(("图中是什么菜？", img), gen_config=GREEDY)
+    assert again.text == res.text and again.token_ids == res.token_ids  # greedy is deterministic
+
+
+@needs_tiny
+def test_matches_the_models_own_chat(engine):
+    from helpers.tiling import to_pixel_values
+
+    img = _photos(1)[0]
+    ours = engine(("这道菜属于哪个菜系？", img), gen_config=GREEDY).text
+    pv = to_pixel_values(img, max_num=engine.max_dynamic_patch, image_size=engine.image_size,
+                         use_thumbnail=engine.use_thumbnail)
+    theirs = engine.model.chat(engine.tokenizer, pv, "这道菜属于哪个菜系？",
+                               dict(max_new_tokens=GREEDY["max_new_tokens"], do_sample=False))
+    assert ours == theirs.strip()
+
+
+@needs_tiny
+def test_batch_equals_one_by_one(engine):
+    imgs = _photos(3)
+    prompts = [("图中是什么菜？", imgs[0]), ("这道菜的主要食材是什么？", imgs[1]), "你好", ("哪个菜系？", imgs[2])]
+    batch = engine(prompts, gen_config=GREEDY)
+    assert [r.index for r in batch] == [0, 1, 2, 3]
+    single = [engine(p, gen_config=GREEDY) for p in prompts]
+    assert [r.token_ids for r in batch] == [r.token_ids for r in single]
+    assert [r.text for r in batch] == [r.text for r in single]
+    assert [r.input_token_len for r in batch] == [r.input_token_len for r in single]
+
+
+@needs_tiny
+def test_batch_uses_one_generate_call(engine, monkeypatch):
+    calls = []
+    real = engine.model.generate
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs["input_ids"].shape)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine.model, "generate", counting)
+    imgs = _photos(2)
+    engine([("a", imgs[0]), ("b", imgs[1])], gen_config={"max_new_tokens": 2})
+    assert len(calls) == 1 and calls[0][0] == 2
+
+
+@needs_tiny
+def test_chat_session_two_turns(engine):
+    img = _photos(1)[0]
+    session = engine.chat(("图中是什么菜？", img), gen_config=GREEDY)
+    first = session.response.text
+    assert first.strip() and len(session.history) == 1
+    session = engine.chat("它属于哪个菜系？", session=session, gen_config=GREEDY)
+    assert len(session.history) == 2 and session.history[0] == (("图中是什么菜？", img), first)
+    assert session.response.text.strip()
+    # the second turn saw the first turn (image included): longer prompt than a fresh question
+    fresh = engine("它属于哪个菜系？", gen_config=GREEDY)
+    assert session.response.input_token_len > fresh.input_token_len + engine.model.num_image_token
+
+
+@needs_tiny
+def test_stream_infer_pieces_join_to_the_full_answer(engine):
+    img = _photos(1)[0]
+    full = engine(("描述这张图片", img), gen_config=GREEDY)
+    pieces = list(engine.stream_infer(("描述这张图片", img), gen_config=GREEDY))
+    assert pieces and pieces[-1].finish_reason == full.finish_reason
+    assert all(p.finish_reason is None for p in pieces[:-1])
+    assert "".join(p.text for p in pieces) == full.text
+    assert sum(len(p.token_ids) for p in pieces) == len(full.token_ids)
+
+
+@needs_tiny
+def test_stream_infer_batch_indexes(engine):
+    imgs = _photos(2)
+    prompts = [("图中是什么菜？", imgs[0]), ("哪个菜系？", imgs[1])]
+    full = engine(prompts, gen_config=GREEDY)
+    texts = {0: "", 1: ""}
+    for piece in engine.stream_infer(prompts, gen_config=GREEDY):
+        texts[piece.index] += piece.text
+    assert [texts[0], texts[1]] == [r.text for r in full]
+
+
+@needs_tiny
+def test_chat_streaming_updates_the_session(engine):
+    img = _photos(1)[0]
+    session = engine.session()
+    text = "".join(p.text for p in engine.chat(("图中是什么菜？", img), session=session, gen_config=GREEDY,
+                                               stream_response=True))
+    assert session.history == [(("图中是什么菜？", img), text)]
+    assert text == engine(("图中是什么菜？", img), gen_config=GREEDY).text
+
+
+@needs_tiny
+def test_multi_image_prompt(engine):
+    imgs = _photos(2)
+    res = engine(("这两道菜有什么不同？", imgs), gen_config=GREEDY)
+    one = engine(("这两道菜有什么不同？", imgs[0]), gen_config=GREEDY)
+    assert res.text.strip()
+    query, tiles = engine._query([(("这两道菜有什么不同？", imgs), None)])
+    assert "Image-1: <img>" in query and "Image-2: <img>" in query and len(tiles) == 2
+    per_tile = engine.model.num_image_token
+    assert res.input_token_len - one.input_token_len >= per_tile * tiles[1].shape[0]
+
+
+@needs_tiny
+def test_sampling_with_seed_is_reproducible(engine):
+    img = _photos(1)[0]
+    cfg = deploy.generation_config(max_new_tokens=10, do_sample=True, temperature=1.5, top_k=0, top_p=1.0,
+                                   random_seed=7)
+    a = engine(("图中是什么菜？", img), gen_config=cfg)
+    b = engine(("图中是什么菜？", img), gen_config=cfg)
+    assert a.token_ids == b.token_ids
+
+
+@needs_tiny
+def test_describe_engine(engine):
+    line = deploy.describe_engine(engine)
+    assert "engine=transformers" in line and str(TINY) in line
+
+
+# --------------------------------------------------------------------------- api_server management (CPU)
+
+STAND_IN = textwrap.dedent('''
+    """Stand-in for `lmdeploy serve api_server`: same routes the course uses, same key check."""
+    import base64, io, json, os, subprocess, sys, time
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    port, key = int(sys.argv[1]), (sys.argv[2] if len(sys.argv) > 2 else "")
+    print("stand-in starting", flush=True)
+    if os.environ.get("STANDIN_FAIL"):
+        print("stand-in: fatal start-up error", flush=True)
+        sys.exit(3)
+    helper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])  # like engine workers
+    print(f"helper pid {helper.pid}", flush=True)
+    time.sleep(float(os.environ.get("STANDIN_DELAY", "1")))
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, fmt, *args):
+            print("request", fmt % args, flush=True)
+
+        def _send(self, code, obj):
+            body = json.dumps(obj).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _authorised(self):
+            if key and self.headers.get("Authorization") != "Bearer " + key:
+                self._send(401, {"error": {"message": "Please request with valid api key!", "type": "invalid"}})
+                return False
+            return True
+
+        def do_GET(self):
+            if self._authorised():
+                if self.path == "/v1/models":
+                    self._send(200, {"object": "list", "data": [{"id": "stand-in", "object": "model",
+                                                                  "created": 0, "owned_by": "course"}]})
+                else:
+                    self._send(404, {"error": "not found"})
+
+        def do_POST(self):
+            if not self._authorised():
+                return
+            request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            parts = request["messages"][-1]["content"]
+            text = [p["text"] for p in parts if p["type"] == "text"][0]
+            url = [p["image_url"]["url"] for p in parts if p["type"] == "image_url"][0]
+            head, data = url.split(",", 1)
+            from PIL import Image
+            img = Image.open(io.BytesIO(base64.b64decode(data)))
+            answer = f"{text} | {head} | {img.size[0]}x{img.size[1]} | model={request['model']}"
+            self._send(200, {"id": "c1", "object": "chat.completion", "created": 0, "model": request["model"],
+                             "choices": [{"index": 0, "finish_reason": "stop",
+                                          "message": {"role": "assistant", "content": answer}}],
+                             "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})
+
+    ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
+''')
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    return state not in ("Z", "X")  # a zombie has exited; only its parent has not collected it
+
+
+@pytest.fixture()
+def stand_in(tmp_path):
+    script = tmp_path / "stand_in.py"
+    script.write_text(STAND_IN)
+
+    def make(key="sk-test", delay="1", env=None):
+        port = deploy.free_port()
+        cmd = [sys.executable, str(script), str(port)] + ([key] if key else [])
+        return deploy.ApiServer(TINY, port=port, api_keys=key, command=cmd, log_path=tmp_path / "server.log",
+                                env={"STANDIN_DELAY": delay, **(env or {})})
+
+    return make
+
+
+def test_api_server_command_line(tmp_path):
+    srv = deploy.ApiServer("/models/x", port=23999, api_keys="sk-1", tp=2, session_len=4096,
+                           cache_max_entry_count=0.3, extra_args=["--max-batch-size", "8"], log_path=tmp_path / "l")
+    cmd = srv.command
+    assert cmd[:6] == [sys.executable, "-m", "lmdeploy", "serve", "api_server", "/models/x"]
+    for flag, value in [("--server-name", "127.0.0.1"), ("--server-port", "23999"), ("--api-keys", "sk-1"),
+                        ("--tp", "2"), ("--session-len", "4096"), ("--cache-max-entry-count", "0.3"),
+                        ("--backend", "pytorch"), ("--max-batch-size", "8")]:
+        assert cmd[cmd.index(flag) + 1] == value, flag
+    assert "--trust-remote-code" in cmd
+    assert srv.url == "http://127.0.0.1:23999" and not srv.running
+    assert deploy.ApiServer("/m", port=1, log_path=tmp_path / "l").command.count("--api-keys") == 0
+    with pytest.raises(ValueError, match="PyTorch engine only"):
+        deploy.ApiServer("/m", backend="turbomind", log_path=tmp_path / "l")
+
+
+def test_api_server_start_ready_key_and_stop(stand_in):
+    srv = stand_in()
+    with srv:
+        assert srv.running
+        assert srv.wait_ready(timeout=60, interval=0.2) == ["stand-in"]
+        with pytest.raises(urllib.error.HTTPError) as refused:  # no key -> refused
+            urllib.request.urlopen(srv.url + "/v1/models", timeout=5)
+        assert refused.value.code == 401
+        helper_pid = int([l for l in srv.logs(50).splitlines() if l.startswith("helper pid")][0].split()[-1])
+        assert _alive(helper_pid)
+        leader = srv.proc.pid
+    assert not srv.running and srv.proc.returncode is not None
+    assert not _alive(leader) and not _alive(helper_pid)  # the whole process group is gone
+    assert "stand-in starting" in srv.logs(100)
+    assert srv.stop() == srv.proc.returncode  # stopping twice is harmless
+
+
+def test_openai_chat_sends_a_data_url_image(stand_in, tmp_path):
+    openai = pytest.importorskip("openai")
+    from PIL import Image
+
+    image = tmp_path / "dish.png"
+    Image.new("RGB", (64, 48), (200, 100, 50)).save(image)
+    with stand_in() as srv:
+        srv.wait_ready(timeout=60, interval=0.2)
+        answer = deploy.openai_chat(srv.url, "sk-test", "这是什么菜？", image)
+        assert answer == "这是什么菜？ | data:image/png;base64 | 64x48 | model=stand-in"
+        with pytest.raises(openai.AuthenticationError):
+            deploy.openai_chat(srv.url + "/v1", "wrong-key", "q", image, model="stand-in")
+
+
+def test_api_server_exit_before_ready_shows_the_log(stand_in):
+    srv = stand_in(env={"STANDIN_FAIL": "1"}).start()
+    with pytest.raises(RuntimeError, match=r"exited with code 3(.|\n)*fatal start-up error"):
+        srv.wait_ready(timeout=60, interval=0.2)
+    srv.stop()
+
+
+def test_api_server_timeout_and_wrong_key(stand_in):
+    slow = stand_in(delay="30").start()
+    try:
+        with pytest.raises(TimeoutError, match="not ready after"):
+            slow.wait_ready(timeout=1.5, interval=0.2)
+    finally:
+        slow.stop()
+    assert not slow.running
+    srv = stand_in(key="sk-right")
+    srv.api_keys = ["sk-wrong"]  # the key we would poll with is not the server's
+    with srv:
+        with pytest.raises(RuntimeError, match="refused our API key"):
+            srv.wait_ready(timeout=60, interval=0.2)
+
+
+def test_server_available_reason():
+    ok, reason = deploy.server_available()
+    assert ok or reason  # never "unavailable" without saying why
+    if ok:
+        assert reason == ""
+
+
+def test_image_data_url_errors(tmp_path):
+    bad = tmp_path / "notes.txt"
+    bad.write_text("not an image")
+    with pytest.raises(ValueError, match="notes.txt is not an image"):
+        deploy.image_data_url(bad)
+    with pytest.raises(FileNotFoundError):
+        deploy.image_data_url(tmp_path / "missing.jpg")
+
+
+# --------------------------------------------------------------------------- real LMDeploy (GPU job)
+
+gpu = pytest.mark.gpu
+
+
+def _need_gpu():
+    ok, reason = deploy.server_available()
+    if not ok:
+        pytest.skip(reason)
+    if not (TINY / "config.json").is_file():
+        pytest.skip(f"tiny checkpoint missing at {TINY}")
+
+
+@gpu
+@pytest.mark.slow
+def test_lmdeploy_pipeline_on_gpu():
+    _need_gpu()
+    from PIL import Image
+
+    pipe = deploy.make_pipeline(TINY, engine="lmdeploy", cache_max_entry_count=0.2)
+    try:
+        assert pipe.engine_name == "lmdeploy" and "engine=lmdeploy" in deploy.describe_engine(pipe)
+        img = _photos(1)[0]
+        cfg = deploy.generation_config(max_new_tokens=16)
+        res = pipe(("图中是什么菜？", img), gen_config=cfg)
+        assert res.generate_token_len > 0 and res.finish_reason in ("stop", "length")
+        batch = pipe([("图中是什么菜？", img)] * 4, gen_config=cfg)
+        assert [r.text for r in batch] == [res.text] * 4
+        session = pipe.chat(("图中是什么菜？", img), gen_config=cfg)
+        session = pipe.chat("哪个菜系？", session=session, gen_config=cfg)
+        assert len(session.history) == 2
+        assert isinstance(Image.new("RGB", (8, 8)), Image.Image)
+    finally:
+        pipe.close()
+
+
+@gpu
+@pytest.mark.slow
+def test_api_server_on_gpu_refuses_without_key(tmp_path):
+    _need_gpu()
+    openai = pytest.importorskip("openai")
+    image = tmp_path / "dish.jpg"
+    _photos(1)[0].save(image)
+    with deploy.ApiServer(TINY, port=0, api_keys="sk-course", cache_max_entry_count=0.2,
+                          log_path=tmp_path / "api.log") as srv:
+        models = srv.wait_ready(timeout=420)
+        assert models
+        answer = deploy.openai_chat(srv.url, "sk-course", "图中是什么菜？", image, max_tokens=16)
+        assert isinstance(answer, str) and answer
+        with pytest.raises(openai.AuthenticationError):
+            deploy.openai_chat(srv.url, None, "图中是什么菜？", image, model=models[0])
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(srv.url + "/v1/models", timeout=10)
+        assert refused.value.code == 401
