@@ -1,0 +1,208 @@
+"""Small matplotlib helpers shared by the notebooks.
+
+Every function returns a ``matplotlib.figure.Figure`` built without pyplot, so a notebook
+cell shows it exactly once (as the cell's value) and no global figure state leaks between
+cells. Figures default to 80 dpi and modest sizes: committed notebooks stay small.
+
+The machines the course is tested on have no CJK font, so plot text is English; Chinese
+explanations belong in the notebook's markdown.
+
+Example:
+    >>> fig = bar_panels(["a", "b"], {"tokens": [1, 2], "params": [3, 4]})
+    >>> len(fig.axes)
+    2
+"""
+from __future__ import annotations
+
+DPI = 80  # committed notebooks carry their images; 80 dpi keeps them small and readable
+
+
+def figure(figsize=(8, 3.5), dpi: int = DPI):
+    """A new constrained-layout Figure, not registered with pyplot.
+
+    Example:
+        >>> float(figure((4, 3)).get_dpi())
+        80.0
+    """
+    try:
+        from matplotlib.figure import Figure
+    except ImportError as exc:
+        raise ImportError("plotting needs matplotlib; install requirements-xtuner.txt") from exc
+    return Figure(figsize=figsize, dpi=dpi, layout="constrained")
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float) and not value.is_integer():
+        return f"{value:.3g}"
+    value = int(value)
+    for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(value) >= size:
+            return f"{value / size:.3g}{unit}"
+    return str(value)
+
+
+def bar_panels(labels, panels: dict, log=False, figsize=None, annotate: bool = True, title=None):
+    """Side-by-side horizontal bar charts sharing the same category labels.
+
+    Args:
+        labels: category names (one bar each, top to bottom).
+        panels: ``{panel title: values}``.
+        log: log-scale x axis (a bool for all panels, or a set of panel titles).
+        figsize: default scales with the number of panels and labels.
+        annotate: write each value (k/M/B units) at the end of its bar.
+        title: figure title.
+
+    Returns:
+        A Figure with one axis per panel.
+    """
+    labels = list(labels)
+    for name, values in panels.items():
+        if len(values) != len(labels):
+            raise ValueError(f"panel {name!r} has {len(values)} values for {len(labels)} labels")
+    fig = figure(figsize or (4.2 * len(panels) + 1.5, 0.45 * len(labels) + 1.2))
+    axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
+    y = list(range(len(labels)))[::-1]
+    for ax, (name, values) in zip(axes, panels.items()):
+        ax.barh(y, values, color="tab:blue")
+        if log is True or (isinstance(log, (set, list, tuple)) and name in log):
+            ax.set_xscale("log")
+        ax.set_title(name)
+        if annotate:
+            for yi, v in zip(y, values):
+                ax.annotate(_fmt(v), (v, yi), xytext=(3, 0), textcoords="offset points",
+                            va="center", fontsize=8)
+        ax.margins(x=0.25)
+    axes[0].set_yticks(y, labels)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def stacked_bars(labels, stacks: dict, limit: float | None = None, limit_label: str = "limit",
+                 title: str = "", ylabel: str = "", figsize=(8, 3.5)):
+    """Vertical stacked bars, with an optional horizontal limit line.
+
+    Args:
+        labels: x categories.
+        stacks: ``{segment name: values}``, bottom to top.
+        limit: draw a dashed line at this height (e.g. ``max_length``).
+        limit_label: legend text of the line.
+        title: axis title.
+        ylabel: y axis label.
+
+    Returns:
+        A Figure.
+
+    Example:
+        >>> fig = stacked_bars([1, 2], {"image": [258, 514], "text": [7934, 7678]}, limit=8192)
+    """
+    fig = figure(figsize)
+    ax = fig.subplots()
+    x = [str(label) for label in labels]
+    bottom = [0.0] * len(x)
+    for name, values in stacks.items():
+        if len(values) != len(x):
+            raise ValueError(f"segment {name!r} has {len(values)} values for {len(x)} labels")
+        ax.bar(x, values, bottom=bottom, label=name)
+        bottom = [b + v for b, v in zip(bottom, values)]
+    if limit is not None:
+        ax.axhline(limit, color="black", ls="--", lw=1, label=limit_label)
+    ax.set(title=title, ylabel=ylabel)
+    ax.legend(loc="upper left", fontsize=8)
+    return fig
+
+
+def curve_panels(curves: dict, xlabel: str = "step", ylabel: str = "loss", title=None, figsize=None):
+    """One small line plot per named curve (e.g. the loss of each training stage).
+
+    Args:
+        curves: ``{panel title: (xs, ys)}``.
+        xlabel: x axis label.
+        ylabel: y axis label.
+        title: figure title.
+
+    Returns:
+        A Figure.
+
+    Example:
+        >>> fig = curve_panels({"stage 1": ([1, 2, 3], [2.0, 1.5, 1.2])})
+    """
+    if not curves:
+        raise ValueError("curve_panels needs at least one curve")
+    fig = figure(figsize or (3.6 * len(curves), 3))
+    axes = fig.subplots(1, len(curves), squeeze=False)[0]
+    for ax, (name, (xs, ys)) in zip(axes, curves.items()):
+        ax.plot(list(xs), list(ys), marker=".", ms=3)
+        ax.set(title=name, xlabel=xlabel, ylabel=ylabel)
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def image_grid(images, titles=None, cols: int = 4, size: float = 2.0, title=None):
+    """Images in a grid with small titles (PIL images or HxW[x3] arrays).
+
+    Args:
+        images: the images.
+        titles: one title per image (English: no CJK font is assumed).
+        cols: images per row.
+        size: inches per image.
+        title: figure title.
+
+    Returns:
+        A Figure.
+    """
+    images = list(images)
+    if not images:
+        raise ValueError("image_grid needs at least one image")
+    if titles is not None and len(titles) != len(images):
+        raise ValueError(f"{len(titles)} titles for {len(images)} images")
+    cols = min(cols, len(images))
+    rows = -(-len(images) // cols)
+    fig = figure((size * cols, size * rows + (0.3 if title else 0)))
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.set_axis_off()
+        if i < len(images):
+            ax.imshow(images[i])
+            if titles is not None:
+                ax.set_title(titles[i], fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def heatmap(matrix, xlabels=None, ylabels=None, title: str = "", annotate: bool = True,
+            figsize=(4, 3.5), cmap: str = "viridis"):
+    """A small annotated heat map (e.g. which input patch ended up in which token).
+
+    Args:
+        matrix: 2-D array-like.
+        xlabels: column tick labels.
+        ylabels: row tick labels.
+        title: axis title.
+        annotate: write each cell's value.
+
+    Returns:
+        A Figure.
+    """
+    import numpy as np
+
+    m = np.asarray(matrix)
+    if m.ndim != 2:
+        raise ValueError(f"heatmap needs a 2-D matrix, got shape {m.shape}")
+    fig = figure(figsize)
+    ax = fig.subplots()
+    ax.imshow(m, cmap=cmap)
+    if xlabels is not None:
+        ax.set_xticks(range(m.shape[1]), xlabels)
+    if ylabels is not None:
+        ax.set_yticks(range(m.shape[0]), ylabels)
+    if annotate:
+        mid = (m.max() + m.min()) / 2
+        for (r, c), v in np.ndenumerate(m):
+            ax.text(c, r, _fmt(v) if not isinstance(v, str) else v, ha="center", va="center",
+                    fontsize=8, color="white" if v < mid else "black")
+    ax.set_title(title)
+    return fig
