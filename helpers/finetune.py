@@ -503,6 +503,7 @@ class TrainRun:
         self.proc, self.work_dir, self.log_path = proc, Path(work_dir), Path(log_path)
         self.cmd, self.resumed_from = cmd, resumed_from
         self._offset, self._log_file = offset, log_file
+        self._position, self._pending = offset, ""
         self.started = time.time()
         self.ended: float | None = None
         self.stopped = False
@@ -532,6 +533,23 @@ class TrainRun:
         self.last = dict(PAIR_RE.findall(m.group(3)))
         return True
 
+    def poll(self) -> int | None:
+        """Read the log written since the last call; update ``iteration``, ``max_iters``, ``last``.
+
+        Returns:
+            The exit status, or None while the child runs.
+        """
+        code = self.returncode  # first: lines written before the exit are read below
+        with open(self.log_path, "rb") as f:
+            f.seek(self._position)
+            chunk = f.read()
+            self._position = f.tell()
+        self._pending += chunk.decode("utf-8", errors="replace")
+        *lines, self._pending = self._pending.split("\n")
+        for line in lines:
+            self._parse(line)
+        return code
+
     def wait(self, progress: bool = True, poll_s: float = 1.0) -> int:
         """Block until the child exits, showing iteration, loss, lr and ETA from the log.
 
@@ -548,26 +566,19 @@ class TrainRun:
         if progress:
             from tqdm.auto import tqdm
             bar = tqdm(total=None, desc="xtuner train", unit="it", dynamic_ncols=True)
-        position, pending = self._offset, ""
         try:
             while True:
-                done = self.returncode is not None
-                with open(self.log_path, "rb") as f:
-                    f.seek(position)
-                    chunk = f.read()
-                    position = f.tell()
-                pending += chunk.decode("utf-8", errors="replace")
-                *lines, pending = pending.split("\n")
-                for line in lines:
-                    if self._parse(line) and bar is not None:
-                        if bar.total != self.max_iters:
-                            bar.reset(total=self.max_iters)
+                code = self.poll()
+                if bar is not None and self.max_iters:
+                    if bar.total != self.max_iters:
+                        bar.reset(total=self.max_iters)
+                    if bar.n != self.iteration:
                         bar.n = self.iteration
                         bar.set_postfix({k: self.last[k] for k in ("loss", "lr", "eta")
                                          if k in self.last}, refresh=False)
                         bar.refresh()
-                if done:
-                    return self.proc.returncode
+                if code is not None:
+                    return code
                 time.sleep(poll_s)
         except KeyboardInterrupt:
             self.stop()

@@ -2,12 +2,11 @@
 
 XTuner 0.2.0's ``InternVL_V1_5`` was written for a torchrun-launched GPU job with flash-attn
 and a working bitsandbytes. On the course machines some of that is missing, and each gap
-breaks training in its own way (see docs/notes on XTuner: CPU and GPU runs). This class
+breaks training in its own way (seen in CPU and GPU trial runs of this stack). This class
 applies only the fixes those runs justified; everything else is XTuner's code unchanged:
 
 * a 1-process gloo group when ``torch.distributed`` is not initialised
   (``xtuner train CONFIG`` without torchrun: XTuner calls ``get_rank()`` in every forward);
-* ``sdpa``/``eager`` attention when flash-attn is missing (XTuner forces flash_attention_2);
 * peft sees bitsandbytes as unavailable when bitsandbytes cannot be imported
   (bitsandbytes 0.45 imports ``triton.ops``, which triton 3.x removed);
 * fp32 master copies of the trainable parameters (the projector ``mlp1`` is loaded in bf16)
@@ -25,15 +24,12 @@ ignore ``custom_imports``)::
 from __future__ import annotations
 
 import atexit
-import contextlib
 import importlib.util
 import sys
 
 import torch
 from mmengine import print_log
-from transformers import AutoModel
 
-import xtuner.model.internvl as _xtuner_internvl
 from xtuner.model import InternVL_V1_5
 
 
@@ -100,51 +96,6 @@ def disable_broken_bitsandbytes() -> bool:
     return True
 
 
-def _fallback_attention(model_path: str) -> str | None:
-    """The attention implementation to use instead of flash_attention_2, or None to keep it."""
-    if importlib.util.find_spec("flash_attn") is not None:
-        return None
-    # The checkpoint's own InternLM2 code decides what it supports: it lists its classes in
-    # INTERNLM2_ATTENTION_CLASSES; InternLM2's original code has no sdpa entry.
-    from transformers.dynamic_module_utils import get_class_from_dynamic_module
-
-    try:
-        llm_cls = get_class_from_dynamic_module(
-            "modeling_internlm2.InternLM2ForCausalLM", model_path)
-        classes = sys.modules[llm_cls.__module__].__dict__.get("INTERNLM2_ATTENTION_CLASSES", {})
-    except Exception:  # no remote InternLM2 code (another LLM): transformers' names apply
-        classes = {}
-    return "sdpa" if not classes or "sdpa" in classes else "eager"
-
-
-@contextlib.contextmanager
-def _attention_override(attn: str | None):
-    """While active, models loaded by XTuner's InternVL_V1_5 get ``attn`` as LLM attention.
-
-    ``InternVL_V1_5.__init__`` sets flash_attention_2 on the config and loads the model in
-    the same call; the only seam in between is the ``AutoModel`` name of its module.
-    """
-    if attn is None:
-        yield
-        return
-
-    class _AutoModelWithAttention:
-        @staticmethod
-        def from_pretrained(*args, config=None, **kwargs):
-            if config is not None:
-                llm_config = config.llm_config
-                llm_config.attn_implementation = attn  # InternLM2's own switch
-                llm_config._attn_implementation = attn  # transformers' switch (other LLMs)
-            return AutoModel.from_pretrained(*args, config=config, **kwargs)
-
-    saved = _xtuner_internvl.AutoModel
-    _xtuner_internvl.AutoModel = _AutoModelWithAttention
-    try:
-        yield
-    finally:
-        _xtuner_internvl.AutoModel = saved
-
-
 def _cast_input_to_weight_dtype(module: torch.nn.Module, args: tuple):
     """Forward pre-hook: bf16 ViT features into an fp32 (or any other dtype) projector."""
     weight = next(module.parameters(), None)
@@ -174,13 +125,11 @@ class CourseInternVL(InternVL_V1_5):
     def __init__(self, *args, **kwargs):
         ensure_process_group()
         disable_broken_bitsandbytes()
-        model_path = kwargs.get("model_path", args[0] if args else None)
-        attn = _fallback_attention(str(model_path))
-        if attn is not None:
-            print_log(f"flash-attn is not installed: the LLM uses {attn} attention.",
-                      logger="current")
-        with _attention_override(attn):
-            super().__init__(*args, **kwargs)
+        # XTuner forces flash_attention_2 on the LLM config. Nothing is done about that
+        # here: the course's modeling_internlm2.py runs that setting through PyTorch sdpa
+        # when flash-attn is missing, and InternVL2-2B's own InternLM2 code falls back to
+        # eager attention by itself.
+        super().__init__(*args, **kwargs)
         self._keep_trainables_in_fp32()
 
     def _keep_trainables_in_fp32(self) -> None:

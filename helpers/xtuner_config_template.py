@@ -47,8 +47,8 @@ from xtuner.engine.runner import TrainLoop
 from xtuner.utils import PROMPT_TEMPLATE
 
 # XTuner's InternVL_V1_5 plus the fixes this software stack needs (1-process group without
-# torchrun, sdpa/eager attention without flash-attn, fp32 trainable projector, bitsandbytes
-# that cannot import). Same arguments and same saved .pth as InternVL_V1_5.
+# torchrun, fp32 trainable projector, bitsandbytes that cannot import). Same arguments and
+# same saved .pth as InternVL_V1_5.
 from helpers.xtuner_compat import CourseInternVL
 
 #######################################################################

@@ -1,0 +1,327 @@
+"""Tests for helpers.finetune and helpers.xtuner_compat.
+
+The pure tests (config text, batch split, checkpoint checks, log reading) run in both
+environments. The training tests need XTuner (``.venv-xtuner``) and the tiny checkpoint
+(``python -m helpers.models build-tiny``); they train a LoRA on CPU through ``xtuner train``
+with the stock ``InternVL_V1_5_Dataset`` on a handful of drawn images.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from helpers import finetune
+from helpers.settings import XTUNER_SYSTEM_PROMPT, get_settings
+
+N_TRAIN = 16  # samples; with batch 2 and 3 epochs: 24 iterations
+COLOURS = {"番茄炒蛋": (220, 40, 30), "青椒肉丝": (40, 170, 60), "蓝莓山药": (50, 60, 200),
+           "蛋炒饭": (235, 200, 60)}
+
+
+def course_settings(**changes):
+    """The full course recipe (what a GPU run uses), without needing InternVL2-2B on disk."""
+    return get_settings("tiny").replace(optim_wrapper="amp", dataloader_num_workers=4,
+                                        max_epochs=10, **changes)
+
+
+# --------------------------------------------------------------------------- pure tests
+def _train_json(tmp_path, n):
+    path = tmp_path / "train.json"
+    path.write_text(json.dumps([{"image": "a.jpg", "conversations": []}] * n))
+    return path
+
+
+def test_render_config_has_recipe_values(tmp_path):
+    S = course_settings()
+    text = finetune.render_config(S, tmp_path / "model", _train_json(tmp_path, 300),
+                                  tmp_path, tmp_path / "run")
+    compile(text, "config.py", "exec")  # valid Python
+    for expected in ("lora_r = 128", "lora_alpha = 256", "lora_dropout = 0.05", "batch_size = 4",
+                     "accumulative_counts = 2", "max_epochs = 10", "lr = 3e-05",
+                     "betas = (0.9, 0.999)", "weight_decay = 0.05", "max_norm = 1.0",
+                     "warmup_ratio = 0.03", "max_length = 8192", "dataloader_num_workers = 4",
+                     "save_steps = 64", "save_total_limit = 2", "type=AmpOptimWrapper",
+                     "amp_dtype = 'float16'", "type=LinearLR", "type=CosineAnnealingLR",
+                     "type=LengthGroupedSampler", "type=InternVL_V1_5_Dataset",
+                     "prompt_template = PROMPT_TEMPLATE.internlm2_chat",
+                     "collate_fn=dict(type=default_collate_fn)", "freeze_llm=True",
+                     "freeze_visual_encoder=True", "target_modules=None", 'task_type="CAUSAL_LM"',
+                     "# visual_encoder_lora=dict(", "from helpers.xtuner_compat import CourseInternVL",
+                     "--deepspeed deepspeed_zero2"):
+        assert expected in text, expected
+    assert "custom_imports" not in text  # ignored by lazy-import configs: imports by name
+    assert "type=OptimWrapper" not in text
+    # 300 samples, batch 4 x 2: 38 x 2 iterations a epoch; 3 % of 760 is enough warm-up.
+    assert "760 iterations" in text and "differ from the course recipe" not in text
+
+
+def test_tiny_profile_overrides_are_explained(tmp_path):
+    S = get_settings("tiny", max_epochs=2)
+    text = finetune.render_config(S, tmp_path / "model", _train_json(tmp_path, 20),
+                                  tmp_path, tmp_path / "run")
+    assert "type=OptimWrapper" in text and "type=AmpOptimWrapper" not in text
+    assert "AmpOptimWrapper asserts a CUDA device" in text
+    assert "optim_wrapper = 'plain' (course recipe: 'amp')" in text
+    assert "max_epochs = 2 (course recipe: 10)" in text
+    # 20 samples -> 6 iterations a epoch, 12 in all: 3 % would be 0 warm-up iterations.
+    recipe = finetune.Recipe.from_settings(S, n_train=20)
+    assert recipe.max_iters == 12
+    assert int(recipe.warmup_ratio * recipe.max_iters) >= 2
+    assert f"warmup_ratio = {recipe.warmup_ratio}" in text
+    assert "lora_r = 128" in text  # the LoRA recipe itself is not touched
+
+
+def test_render_config_parses_with_mmengine(tmp_path):
+    pytest.importorskip("xtuner")
+    from mmengine.config import Config
+
+    path = finetune.write_config(course_settings(), tmp_path / "model",
+                                 _train_json(tmp_path, 100), tmp_path, tmp_path / "run")
+    assert path == tmp_path / "run.py"
+    cfg = Config.fromfile(str(path))
+    assert cfg.model.type.__name__ == "CourseInternVL"
+    assert cfg.model.llm_lora.r == 128 and cfg.optim_wrapper.accumulative_counts == 2
+    assert cfg.train_dataloader.sampler.per_device_batch_size == 8
+    assert finetune.config_values(path)["lr"] == 3e-5
+
+
+def test_bad_training_file_is_named(tmp_path):
+    bad = tmp_path / "train.json"
+    bad.write_text("{not json")
+    with pytest.raises(ValueError, match="train.json"):
+        finetune.render_config(course_settings(), tmp_path, bad, tmp_path, tmp_path / "run")
+    with pytest.raises(FileNotFoundError, match="missing.json"):
+        finetune.render_config(course_settings(), tmp_path, tmp_path / "missing.json",
+                               tmp_path, tmp_path / "run")
+
+
+def test_split_batch_keeps_global_batch():
+    for world in (1, 2, 4, 8):
+        b, a = finetune.split_batch(4, 2, world)
+        assert b * a * world == 8 and b <= 4
+    with pytest.raises(ValueError, match="3 GPUs"):
+        finetune.split_batch(4, 2, 3)
+
+
+def _fake_checkpoint(path: Path, payload: bytes = b"x" * 4096):
+    with zipfile.ZipFile(path, "w") as z:  # the layout torch.save writes
+        z.writestr("archive/data.pkl", payload)
+        z.writestr("archive/data/0", payload)
+
+
+def test_half_written_checkpoint_is_skipped(tmp_path, capsys):
+    _fake_checkpoint(tmp_path / "iter_4.pth")
+    _fake_checkpoint(tmp_path / "iter_8.pth")
+    whole = (tmp_path / "iter_8.pth").read_bytes()
+    (tmp_path / "iter_8.pth").write_bytes(whole[: len(whole) // 2])  # killed while saving
+    (tmp_path / "iter_12.pth").write_bytes(b"")
+    assert finetune.checkpoint_problem(tmp_path / "iter_4.pth") is None
+    assert "truncated" in finetune.checkpoint_problem(tmp_path / "iter_8.pth")
+    assert finetune.last_checkpoint(tmp_path) == tmp_path / "iter_4.pth"
+    out = capsys.readouterr().out
+    assert "Skipping checkpoint" in out and "iter_8.pth" in out and "iter_12.pth" in out
+    (tmp_path / "iter_4.pth").unlink()
+    assert finetune.last_checkpoint(tmp_path) is None
+
+
+def test_read_log_merges_resumed_launches(tmp_path):
+    first, second = tmp_path / "20260101_000000", tmp_path / "20260101_010000"
+    for d in (first, second):
+        (d / "vis_data").mkdir(parents=True)
+    rows1 = [{"lr": 1e-5 * i, "loss": 3.0 - 0.1 * i, "time": 0.5, "data_time": 0.1,
+              "grad_norm": 1.0, "iter": i, "step": i} for i in range(1, 7)]
+    rows2 = [{"lr": 1e-5 * i, "loss": 2.0, "time": 0.5, "data_time": 0.1, "iter": i, "step": i}
+             for i in range(5, 9)]  # resumed from iteration 4: 5 and 6 are logged again
+    (first / "vis_data" / "scalars.json").write_text(
+        "\n".join(json.dumps(r) for r in rows1) + "\n{\"lr\": 0.1, \"lo")  # cut off by a kill
+    (second / "vis_data" / "scalars.json").write_text("\n".join(json.dumps(r) for r in rows2))
+    rows = finetune.read_log(tmp_path)
+    assert [r["iteration"] for r in rows] == list(range(1, 9))
+    assert rows[5]["loss"] == 2.0 and rows[3]["loss"] == pytest.approx(2.6)
+    assert rows[0]["grad_norm"] == 1.0 and rows[7]["grad_norm"] is None
+    assert set(rows[0]) == set(finetune.LOG_FIELDS)
+    pytest.importorskip("matplotlib")
+    fig = finetune.plot_log(rows)
+    assert len(fig.axes) == 2
+
+
+def test_read_log_falls_back_to_text(tmp_path):
+    (tmp_path / finetune.LOG_NAME).write_text(
+        "11/26 10:00:00 - mmengine - INFO - Iter(train) [ 2/24]  base_lr: 1.0e-04 lr: 5.0000e-05  "
+        "eta: 0:00:40  time: 1.2000  data_time: 0.0100  loss: 4.5000  grad_norm: 2.0000\n")
+    rows = finetune.read_log(tmp_path)
+    assert rows == [{"iteration": 2, "loss": 4.5, "lr": 5e-5, "time": 1.2, "data_time": 0.01,
+                     "memory": None, "grad_norm": 2.0}]
+
+
+# --------------------------------------------------------------------------- training (XTuner)
+def _tiny_model_dir() -> Path:
+    S = get_settings("tiny")
+    if not (S.tiny_model_path / "config.json").exists():
+        pytest.skip("tiny checkpoint missing: run `python -m helpers.models build-tiny`")
+    return S.tiny_model_path
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A copy of the tiny checkpoint with 1 tile per image, and 16 drawn LLaVA samples."""
+    pytest.importorskip("xtuner")
+    from PIL import Image, ImageDraw
+
+    root = tmp_path_factory.mktemp("finetune")
+    model = root / "model"
+    shutil.copytree(_tiny_model_dir(), model)
+    cfg = json.loads((model / "config.json").read_text())
+    cfg["max_dynamic_patch"] = 1  # one 448 px tile a sample keeps the CPU run short
+    (model / "config.json").write_text(json.dumps(cfg, indent=2))
+
+    images = root / "images"
+    images.mkdir()
+    records = []
+    for i in range(N_TRAIN):
+        dish, colour = list(COLOURS.items())[i % len(COLOURS)]
+        img = Image.new("RGB", (640, 480), (245, 240, 230))
+        ImageDraw.Draw(img).ellipse((100 + 5 * i, 80, 540 - 5 * i, 420), fill=colour)
+        img.save(images / f"{i:02d}.jpg")
+        records.append({"id": str(i), "image": f"{i:02d}.jpg", "image_wh": [[640, 480]],
+                        "conversations": [{"from": "human", "value": "<image>\n这是什么菜？"},
+                                          {"from": "gpt", "value": f"图中的菜是{dish}。"}]})
+    train = root / "train.json"
+    train.write_text(json.dumps(records, ensure_ascii=False))
+    settings = get_settings("tiny", batch_size=2, accumulative_counts=1, max_epochs=3,
+                            lr=2e-4, save_steps=4, log_interval=1, dataloader_num_workers=0)
+    return dict(root=root, model=model, images=images, train=train, settings=settings)
+
+
+def _config(tiny, name, settings=None, train=None):
+    return finetune.write_config(settings or tiny["settings"], tiny["model"],
+                                 train or tiny["train"], tiny["images"], tiny["root"] / name)
+
+
+def _tree_rss(pid: int) -> int:
+    """Resident memory of a process and all its descendants, bytes (Linux /proc)."""
+    total, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            status = Path(f"/proc/{current}/status").read_text()
+            for task in Path(f"/proc/{current}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        total += next(int(line.split()[1]) * 1024 for line in status.splitlines()
+                      if line.startswith("VmRSS:"))
+    return total
+
+
+@pytest.fixture(scope="module")
+def trained(tiny):
+    """One uninterrupted CPU training run (24 iterations); prints wall-clock and peak RSS."""
+    config = _config(tiny, "run-full")
+    run = finetune.launch(config, tiny["root"] / "run-full")
+    peak = 0
+    while run.poll() is None:
+        peak = max(peak, _tree_rss(run.proc.pid))
+        time.sleep(0.5)
+    result = run.result()
+    print(f"\nCPU training: {result.max_iters} iterations in {result.wall_s:.1f} s wall-clock, "
+          f"peak RSS {peak / 2**20:.0f} MiB (xtuner process tree)")
+    return dict(config=config, run=run, result=result)
+
+
+@pytest.mark.slow
+def test_training_runs_and_loss_falls(trained):
+    result = trained["result"]
+    assert trained["run"].returncode == 0
+    assert result.max_iters == 24 and result.checkpoint.name == "iter_24.pth"
+    rows = finetune.read_log(result.work_dir)
+    assert [r["iteration"] for r in rows] == list(range(1, 25))
+    losses = [r["loss"] for r in rows]
+    first, last = sum(losses[:4]) / 4, sum(losses[-4:]) / 4
+    assert last < 0.8 * first, losses
+    lrs = [r["lr"] for r in rows]
+    assert lrs[0] < lrs[3] and lrs[-1] < max(lrs)  # warm-up, then decay
+    # two checkpoints kept (save_total_limit), the last one final
+    assert sorted(p.name for p in result.work_dir.glob("iter_*.pth")) == ["iter_20.pth", "iter_24.pth"]
+
+
+@pytest.mark.slow
+def test_convert_output_loads_and_chats(trained, tiny, tmp_path):
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from helpers.tiling import to_pixel_values
+
+    out = finetune.convert(trained["config"], trained["result"].checkpoint, tmp_path / "merged")
+    assert (out / "modeling_internvl_chat.py").exists()
+    with pytest.raises(FileExistsError):
+        finetune.convert(trained["config"], trained["result"].checkpoint, out)
+    chat_cfg = json.loads((out / "chat_template_config.json").read_text())
+    assert chat_cfg["meta_instruction"] == XTUNER_SYSTEM_PROMPT
+    sizes = finetune.sizes(out)
+    assert sizes["model_bytes"] > 0 and sizes["checkpoint_bytes"] > sizes["trainable_bytes"] > 0
+
+    model = AutoModel.from_pretrained(out, trust_remote_code=True, torch_dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(out, trust_remote_code=True)
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False,
+                                           add_generation_prompt=True)
+    assert XTUNER_SYSTEM_PROMPT in prompt and prompt.endswith("<|im_start|>assistant\n")
+    pixel_values = to_pixel_values(tiny["images"] / "00.jpg", max_num=1)
+    answer = model.chat(tokenizer, pixel_values, "<image>\n这是什么菜？",
+                        dict(max_new_tokens=8, do_sample=False))
+    assert isinstance(answer, str)
+    # the merged weights differ from the base model's: the LoRA was applied
+    base = AutoModel.from_pretrained(tiny["model"], trust_remote_code=True,
+                                     torch_dtype=torch.float32)
+    name = next(n for n, _ in base.language_model.named_parameters() if "wqkv" in n)
+    merged = dict(model.language_model.named_parameters())[name]
+    assert not torch.allclose(merged, dict(base.language_model.named_parameters())[name])
+
+
+@pytest.mark.slow
+def test_crash_is_detected_although_exit_status_is_0(tiny):
+    records = json.loads(tiny["train"].read_text())
+    # a role the dataset does not know: InternVL_V1_5_Dataset raises while building a batch
+    bad = [dict(r, conversations=[{"from": "system", "value": "x"}] + r["conversations"])
+           for r in records[:N_TRAIN // 2]]
+    train = tiny["root"] / "train-bad.json"
+    train.write_text(json.dumps(records[N_TRAIN // 2:] + bad, ensure_ascii=False))
+    run = finetune.launch(_config(tiny, "run-crash", train=train), tiny["root"] / "run-crash")
+    assert run.wait(progress=False) == 0  # what `xtuner train` reports
+    with pytest.raises(finetune.TrainingFailed, match="NotImplementedError") as err:
+        run.result()
+    assert "Traceback" in str(err.value) and "train.log" in str(err.value)
+
+
+@pytest.mark.slow
+def test_interrupt_and_resume_matches_uninterrupted(trained, tiny, capsys):
+    work = tiny["root"] / "run-resume"
+    config = _config(tiny, "run-resume")
+    run = finetune.launch(config, work)
+    # stop after the checkpoint at iteration 8, before the one at 12
+    while run.poll() is None and not (run.iteration >= 9 and (work / "iter_8.pth").exists()):
+        time.sleep(0.1)
+    run.stop()
+    assert run.iteration < 24, "training finished before it could be interrupted"
+    with pytest.raises(finetune.TrainingFailed, match="resume=True"):
+        run.result()
+    # as if the run had been killed while writing its next checkpoint
+    good = finetune.last_checkpoint(work)
+    half = work / f"iter_{int(good.stem.split('_')[1]) + 4}.pth"
+    half.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(FileExistsError):
+        finetune.launch(config, work)  # a fresh start would mix two runs
+    resumed = finetune.launch(config, work, resume=True)
+    assert "Skipping checkpoint" in capsys.readouterr().out
+    assert resumed.resumed_from == good
+    resumed.wait(progress=False)
+    result = resumed.result()
+    reference = trained["result"]
+    assert result.max_iters == reference.max_iters == 24
+    assert result.final_loss == pytest.approx(reference.final_loss, rel=0.02)
+    assert finetune.read_log(work)[-1]["iteration"] == 24
