@@ -6,10 +6,10 @@ module finds all of that *before* training: it never stops at the first problem,
 a record silently (``checked == valid + rejected``) and says which record, which field, why.
 
 Speed: the JSON side is pure Python; images are checked once per distinct path (records
-share images), headers are read lazily (size, mode, EXIF without decoding), JPEGs are fully
-decoded in draft mode (1/8 scale: every byte is entropy-decoded, so truncation is caught, but
-the inverse DCT is 64x cheaper; other formats are decoded fully) and many images go to a
-process pool.
+share images); headers are read lazily (size, mode, EXIF without decoding pixels); a JPEG
+that ends with its end-of-image marker is complete, and only one without it is decoded, in
+draft mode (1/8 scale: every byte is still entropy-decoded, so truncation is caught, but the
+inverse DCT is 64x cheaper); other formats are decoded fully; many images go to a process pool.
 
 Example:
     >>> from helpers.checks import check_llava
@@ -47,6 +47,7 @@ class ImageLimits:
     max_pixels: int = 64_000_000  # more pixels is "too_large" (a 48 MP phone photo still passes)
     max_aspect: float = 10.0  # long/short side above this is "extreme_aspect" (12 tiles max)
     allowed_modes: tuple = ("1", "L", "P", "RGB")  # modes convert("RGB") turns into the same picture
+    always_decode: bool = False  # draft-decode every JPEG, not only those without an end marker
 
 
 @dataclass
@@ -77,6 +78,7 @@ class CheckReport:
     rejected: int = 0
     images_checked: int = 0
     images_bad: int = 0
+    images_decoded: int = 0  # images whose pixels were decoded (the rest: header + end marker)
     seconds: float = 0.0
     problems: list = field(default_factory=list)
 
@@ -107,7 +109,8 @@ class CheckReport:
         """Human-readable summary: counts, then the first ``per_kind`` problems of each kind."""
         lines = [
             f"{self.file}: checked {self.checked} = valid {self.valid} + rejected {self.rejected}"
-            f" | images {self.images_checked} checked, {self.images_bad} bad | {self.seconds:.2f} s",
+            f" | images {self.images_checked} checked ({self.images_decoded} decoded), {self.images_bad} bad"
+            f" | {self.seconds:.2f} s",
         ]
         by_kind = defaultdict(list)
         for p in self.problems:
@@ -123,25 +126,28 @@ class CheckReport:
 
 # ----------------------------------------------------------------------------- images
 
-def inspect_image(path: str, limits: ImageLimits = ImageLimits()) -> dict:
-    """Check one image file cheaply: header for size/mode/EXIF, a draft decode for truncation.
+def inspect_image(path: str, limits: ImageLimits = ImageLimits(), decode: bool = True) -> dict:
+    """Check one image file: header for size/mode/EXIF, then truncation (end marker or decode).
 
     Args:
         path: image file.
         limits: size/mode thresholds.
+        decode: run the pixel decode when the header phase says it is needed; False leaves
+            that to the caller (``needs_decode`` then says so; see :func:`inspect_images`).
 
     Returns:
         ``{"size": (w, h) as stored, "upright": (w, h) after EXIF, "mode", "format",
-        "orientation", "problems": [(kind, message, severity), ...]}`` (size None if unreadable).
+        "orientation", "decoded": bool, "problems": [(kind, message, severity), ...]}``
+        (size None if unreadable; plus ``needs_decode`` when ``decode`` is False).
 
     Example:
         >>> inspect_image("no/such.jpg")["problems"][0][0]
         'missing_image'
     """
-    from PIL import Image, ImageFile, JpegImagePlugin, UnidentifiedImageError
+    from PIL import Image, JpegImagePlugin, UnidentifiedImageError
 
     out = {"size": None, "upright": None, "mode": None, "format": None, "orientation": None,
-           "problems": []}
+           "decoded": False, "problems": []}
     bad = out["problems"].append
     try:
         if os.path.getsize(path) == 0:
@@ -150,26 +156,16 @@ def inspect_image(path: str, limits: ImageLimits = ImageLimits()) -> dict:
     except OSError:
         bad(("missing_image", "image file does not exist", "error"))
         return out
-    # A caller may have switched this on globally; then PIL pads truncated files with grey.
-    ImageFile.LOAD_TRUNCATED_IMAGES = False
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                w, h = im.size
+            with Image.open(path) as im:  # parses headers only; no pixel is decoded here
+                (w, h), mode = im.size, im.mode
                 orient = im.getexif().get(EXIF_ORIENTATION, 1)
-                out.update(size=(w, h), mode=im.mode, format=im.format, orientation=orient,
+                transparent = mode == "P" and "transparency" in im.info
+                jpeg = isinstance(im, JpegImagePlugin.JpegImageFile)
+                out.update(size=(w, h), mode=mode, format=im.format, orientation=orient,
                            upright=(h, w) if orient in (5, 6, 7, 8) else (w, h))
-                if not _size_ok(w, h, limits, bad):
-                    return out  # don't decode a pixel bomb
-                if isinstance(im, JpegImagePlugin.JpegImageFile):
-                    im.draft("RGB" if im.mode == "RGB" else im.mode, (max(1, w // 8), max(1, h // 8)))
-                    im.load()
-                else:  # PNG & co. are rare among photos; a full decode also catches bad zlib data
-                    im.load()
-                mode_bad = im.mode not in limits.allowed_modes
-                if im.mode == "P" and "transparency" in im.info:
-                    mode_bad = True
     except Image.DecompressionBombError as e:
         bad(("too_large", f"PIL refuses it as a decompression bomb: {e}", "error"))
         return out
@@ -177,16 +173,63 @@ def inspect_image(path: str, limits: ImageLimits = ImageLimits()) -> dict:
         bad(("not_an_image", "not a decodable image (PIL cannot identify it)", "error"))
         return out
     except (OSError, SyntaxError, ValueError, EOFError) as e:
-        kind = "truncated" if "truncat" in str(e).lower() else "corrupt_image"
-        bad((kind, f"decoding failed: {e}", "error"))
+        bad(("corrupt_image", f"header unreadable: {e}", "error"))
         return out
-    if mode_bad:
-        what = "palette with transparency" if out["mode"] == "P" else f"mode {out['mode']}"
+    if mode not in limits.allowed_modes or transparent:
+        what = "palette with transparency" if transparent else f"mode {mode}"
         bad(("unsupported_mode", f"{what}: convert('RGB') changes the picture "
              f"(allowed: {', '.join(limits.allowed_modes)} without alpha)", "error"))
     if orient not in range(1, 9):
         bad(("bad_exif_orientation", f"EXIF orientation {orient!r} is not 1..8", "warning"))
+    # Never decode a pixel bomb; a JPEG that ends with its end marker was written completely.
+    needs = _size_ok(w, h, limits, bad) and (not jpeg or limits.always_decode or not _jpeg_complete(path))
+    if needs and decode:
+        out["problems"] += decode_problems(path)
+        out["decoded"] = True
+    elif not decode:
+        out["needs_decode"] = needs
     return out
+
+
+def decode_problems(path: str) -> list:
+    """Decode the pixels (JPEG in draft mode) and return ``[(kind, message, severity)]``.
+
+    Draft mode makes libjpeg scale by 1/8 inside the inverse DCT: every byte of the scan is
+    still entropy-decoded, so a truncated stream fails, at a fraction of the cost.
+
+    Example:
+        >>> decode_problems("no/such.png")[0][0]
+        'missing_image'
+    """
+    from PIL import Image, ImageFile, JpegImagePlugin
+
+    # A caller may have switched this on globally; then PIL pads truncated files with grey.
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                if isinstance(im, JpegImagePlugin.JpegImageFile):
+                    im.draft(im.mode, (max(1, im.width // 8), max(1, im.height // 8)))
+                im.load()
+    except FileNotFoundError:
+        return [("missing_image", "image file does not exist", "error")]
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        kind = "truncated" if "truncat" in str(e).lower() else "corrupt_image"
+        return [(kind, f"decoding failed: {e}", "error")]
+    return []
+
+
+def _jpeg_complete(path: str) -> bool:
+    """True when the file ends with the JPEG end-of-image marker (FF D9).
+
+    Entropy-coded data byte-stuffs every FF, so FF D9 cannot occur inside a scan: a file that
+    ends with it was written to the end. Files without it (cut short, or carrying a trailer
+    such as a motion photo's video) get the draft decode, which tells the two apart.
+    """
+    with open(path, "rb") as f:
+        f.seek(max(0, os.fstat(f.fileno()).st_size - 64))
+        return f.read().rstrip(b"\x00\r\n\t ").endswith(b"\xff\xd9")
 
 
 def _size_ok(w: int, h: int, limits: ImageLimits, bad) -> bool:
@@ -201,12 +244,16 @@ def _size_ok(w: int, h: int, limits: ImageLimits, bad) -> bool:
 
 
 def inspect_images(paths, limits: ImageLimits = ImageLimits(), workers: int | None = None) -> dict:
-    """:func:`inspect_image` for many distinct paths, in a process pool when it pays off.
+    """:func:`inspect_image` for many paths: headers here, pixel decodes in a process pool.
+
+    Header reads take well under a millisecond and stay in this process (a pool would spend
+    more on start-up and pickling); only the images that must be decoded -- JPEGs without an
+    end marker, other formats, or all with ``always_decode`` -- are spread over processes.
 
     Args:
         paths: image paths (duplicates are checked once).
         limits: thresholds.
-        workers: processes; None = CPU count; 1 = in this process.
+        workers: processes for decoding; None = CPU count; 1 = all in this process.
 
     Returns:
         ``{path: result of inspect_image}``.
@@ -215,19 +262,23 @@ def inspect_images(paths, limits: ImageLimits = ImageLimits(), workers: int | No
         >>> inspect_images([])
         {}
     """
-    unique = list(dict.fromkeys(str(p) for p in paths))
+    results = {p: inspect_image(p, limits, decode=False) for p in dict.fromkeys(str(p) for p in paths)}
+    todo = [p for p, r in results.items() if r.pop("needs_decode", False)]
     workers = (os.cpu_count() or 1) if workers is None else max(1, int(workers))
-    # Spawning costs ~0.2 s a worker; below a few dozen images one process is faster.
-    if workers == 1 or len(unique) < 48:
-        return {p: inspect_image(p, limits) for p in unique}
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    if workers == 1 or len(todo) < 16:  # spawning costs ~0.2 s a worker
+        decoded = [decode_problems(p) for p in todo]
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
 
-    chunk = max(1, min(64, len(unique) // (workers * 4)))
-    # spawn, not fork: callers (notebooks) may hold torch threads, which fork can deadlock.
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        results = pool.map(inspect_image, unique, [limits] * len(unique), chunksize=chunk)
-        return dict(zip(unique, results))
+        chunk = max(1, min(32, len(todo) // (workers * 4)))
+        # spawn, not fork: callers (notebooks) may hold torch threads, which fork can deadlock.
+        with ProcessPoolExecutor(min(workers, len(todo)), mp_context=multiprocessing.get_context("spawn")) as pool:
+            decoded = list(pool.map(decode_problems, todo, chunksize=chunk))
+    for p, problems in zip(todo, decoded):
+        results[p]["problems"] += problems
+        results[p]["decoded"] = True
+    return results
 
 
 # ----------------------------------------------------------------------------- paths
@@ -315,6 +366,7 @@ def _finish(report: CheckReport, records: list, images: dict, t0: float) -> Chec
     report.rejected = len(rejected)
     report.valid = report.checked - report.rejected
     report.images_checked = len(images)
+    report.images_decoded = sum(r["decoded"] for r in images.values())
     report.images_bad = sum(any(s == "error" for *_, s in r["problems"]) for r in images.values())
     report.problems.sort(key=lambda p: (-1 if p.index is None else p.index, p.field or ""))
     report.seconds = time.perf_counter() - t0

@@ -198,6 +198,19 @@ def test_limits_are_keyword_arguments(tmp_path, root):
     assert check_llava(path, root, workers=1, min_side=500).errors[0].kind == "too_small"
 
 
+def test_jpeg_end_marker_and_trailers(tmp_path):
+    full = jpeg(tmp_path / "full.jpg", size=(320, 240))
+    data = full.read_bytes()
+    (tmp_path / "trailer.jpg").write_bytes(data + b"ftypmp42" + bytes(300))  # motion-photo style
+    (tmp_path / "cut.jpg").write_bytes(data[:-2])  # only the end marker missing
+    (tmp_path / "cut_mid.jpg").write_bytes(data[: len(data) * 2 // 3])
+    assert inspect_image(str(tmp_path / "trailer.jpg"))["problems"] == []
+    assert inspect_image(str(tmp_path / "cut_mid.jpg"))["problems"][0][0] == "truncated"
+    for always in (False, True):
+        assert inspect_image(str(full), ImageLimits(always_decode=always))["problems"] == []
+    assert [k for k, *_ in inspect_image(str(tmp_path / "cut.jpg"))["problems"]] == ["truncated"]
+
+
 def test_inspect_image_reports_upright_size(root):
     info = inspect_image(str(root / "rotated.jpg"))
     assert info["size"] == (64, 48) and info["upright"] == (48, 64) and info["orientation"] == 6
@@ -205,14 +218,22 @@ def test_inspect_image_reports_upright_size(root):
 
 
 def test_process_pool_gives_same_results(tmp_path):
-    paths = [jpeg(tmp_path / f"{i}.jpg", size=(40 + i, 40)) for i in range(50)]
+    paths = [jpeg(tmp_path / f"{i}.jpg", size=(40 + i, 40)) for i in range(20)]
+    cut = tmp_path / "cut.jpg"
+    whole = jpeg(tmp_path / "big.jpg", size=(400, 300)).read_bytes()
+    cut.write_bytes(whole[: len(whole) // 2])
     (tmp_path / "bad.jpg").write_bytes(b"nope")
-    paths.append(tmp_path / "bad.jpg")
-    pooled = inspect_images(paths, ImageLimits(), workers=2)
-    serial = inspect_images(paths, ImageLimits(), workers=1)
-    assert pooled == serial
-    assert pooled[str(tmp_path / "7.jpg")]["size"] == (47, 40)
+    paths += [cut, tmp_path / "bad.jpg", paths[0]]
+    limits = ImageLimits(always_decode=True)  # every JPEG goes through the pool
+    pooled = inspect_images(paths, limits, workers=2)
+    serial = inspect_images(paths, limits, workers=1)
+    assert pooled == serial and len(pooled) == 22
+    assert pooled[str(tmp_path / "7.jpg")]["size"] == (47, 40) and pooled[str(tmp_path / "7.jpg")]["decoded"]
+    assert pooled[str(cut)]["problems"][0][0] == "truncated"
     assert pooled[str(tmp_path / "bad.jpg")]["problems"][0][0] == "not_an_image"
+    fast = inspect_images(paths, ImageLimits(), workers=2)  # complete JPEGs are not decoded
+    assert not fast[str(tmp_path / "7.jpg")]["decoded"] and fast[str(cut)]["decoded"]
+    assert {p: r["problems"] for p, r in fast.items()} == {p: r["problems"] for p, r in serial.items()}
 
 
 def test_safe_image_path():
