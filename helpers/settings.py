@@ -92,6 +92,17 @@ class Settings:
     max_upload_mb: float = 20.0  # web UI refuses larger uploads
     max_image_pixels: int = 40_000_000  # web UI refuses images with more pixels than this
 
+    # --- notebook 02: InternVL 1.5's training stages in miniature (tiny model -> tiny_base_model_path)
+    pretrain_images: int = 240  # drawn shape scenes stages 1 and 2 train on (448 px: one tile each)
+    pretrain_heldout: int = 40  # drawn scenes kept out of training, to check the base model
+    pretrain_stage0_steps: int = 60  # stage 0: language warm-up steps of the LLM alone (16 texts a step)
+    pretrain_stage0_lr: float = 3e-3  # stage 0 AdamW peak learning rate
+    pretrain_stage1_epochs: int = 2  # stage 1 (InternViT + MLP, LLM frozen): passes over the captions
+    pretrain_stage1_lr: float = 1e-3  # stage 1 peak learning rate (from random weights: high)
+    pretrain_stage2_epochs: int = 1  # stage 2 (whole model): passes over the instructions
+    pretrain_stage2_lr: float = 5e-4  # stage 2 peak learning rate
+    pretrain_batch_size: int = 8  # stages 1 and 2: images per step
+
     extra: dict = field(default_factory=dict)  # notebook-level overrides, kept for the record
 
     @property
