@@ -252,3 +252,28 @@ def test_synthetic_set_integration(tmp_path):
     assert rep.dishes_in_val == rep.dishes
     for split in ("train", "val"):
         assert check_llava(tmp_path / "llava" / f"{split}.json", rep.image_root).ok
+
+
+@pytest.mark.slow  # importing xtuner + torch and building the dataset: ~20 s CPU
+def test_stats_match_xtuner_dataset(foodie, tmp_path):
+    """Optional: XTuner's own InternVL dataset reads the converted file (upright absolute paths
+    included) and its token counts equal :func:`dataset_stats`'s, sample by sample."""
+    pytest.importorskip("xtuner")
+    S = get_settings("tiny")
+    if not (S.tiny_model_path / "config.json").exists():
+        pytest.skip("tiny model not built yet (make tiny)")
+    from transformers import AutoTokenizer
+    from xtuner.dataset.internvl_dataset import InternVL_V1_5_Dataset
+    from xtuner.utils import PROMPT_TEMPLATE
+
+    root, _ = foodie
+    rep = convert(root, tmp_path / "out", val_fraction=0.0)
+    train = load_llava(tmp_path / "out" / "train.json")
+    ds = InternVL_V1_5_Dataset(str(S.tiny_model_path), PROMPT_TEMPLATE.internlm2_chat,
+                               [str(tmp_path / "out" / "train.json")], [rep.image_root], max_length=S.max_length)
+    tok = AutoTokenizer.from_pretrained(str(S.tiny_model_path), trust_remote_code=True)
+    stats = dataset_stats(train, rep.image_root, tokenizer=tok, settings=S)
+    for i, row in enumerate(stats["samples"]):
+        item = ds[i]
+        assert len(item["input_ids"]) == row["seq_tokens"], (i, row)
+        assert item["pixel_values"].shape[0] * 256 == row["image_tokens"]
