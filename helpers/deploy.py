@@ -235,8 +235,8 @@ class _DeltaStreamer:
     the non-streaming answer; a piece ending in an unfinished UTF-8 character waits for the next token.
     """
 
-    def __init__(self, tokenizer, eos_id: int, input_lens: list, out: queue.Queue, response_cls, offset: int = 0):
-        self.tokenizer, self.eos_id, self.input_lens = tokenizer, eos_id, input_lens
+    def __init__(self, tokenizer, stop_ids, input_lens: list, out: queue.Queue, response_cls, offset: int = 0):
+        self.tokenizer, self.stop_ids, self.input_lens = tokenizer, set(stop_ids), input_lens
         self.out, self.response_cls, self.offset = out, response_cls, offset
         n = len(input_lens)
         self.ids = [[] for _ in range(n)]
@@ -267,7 +267,7 @@ class _DeltaStreamer:
             for tok in row_tokens:
                 if self.done[row]:
                     break
-                if tok == self.eos_id:
+                if tok in self.stop_ids:
                     self.done[row] = True
                     self._emit(row, "stop")
                 else:
@@ -328,8 +328,11 @@ class TransformersEngine:
         self.system_prompt = system_prompt if system_prompt is not None else self.model.system_message
         self.max_batch_size = max_batch_size
         self.model.img_context_token_id = self.tokenizer.convert_tokens_to_ids(IMG_CONTEXT)
+        # Stop where the model's own chat() stops: at the turn separator <|im_end|>, or at EOS.
         template = self._template()
-        self.eos_id = self.tokenizer.convert_tokens_to_ids(template.sep.strip())
+        self.stop_ids = [self.tokenizer.convert_tokens_to_ids(template.sep.strip())]
+        if self.tokenizer.eos_token_id is not None and self.tokenizer.eos_token_id not in self.stop_ids:
+            self.stop_ids.append(self.tokenizer.eos_token_id)
         if self.tokenizer.pad_token_id is None:  # left padding for batches needs some pad id
             self.tokenizer.pad_token = self.tokenizer.unk_token or self.tokenizer.eos_token
         self._lock = threading.Lock()
@@ -378,7 +381,7 @@ class TransformersEngine:
 
     def _hf_kwargs(self, gen: dict) -> dict:
         kwargs = dict(max_new_tokens=int(gen["max_new_tokens"]), do_sample=bool(gen["do_sample"]),
-                      eos_token_id=self.eos_id, pad_token_id=self.tokenizer.pad_token_id)
+                      eos_token_id=list(self.stop_ids), pad_token_id=self.tokenizer.pad_token_id)
         if gen["do_sample"]:  # transformers warns about sampling fields in greedy mode
             kwargs.update(top_p=float(gen["top_p"]), top_k=int(gen["top_k"]), temperature=float(gen["temperature"]))
         if gen["repetition_penalty"] != 1.0:
@@ -404,7 +407,7 @@ class TransformersEngine:
             input_lens = enc["attention_mask"].sum(dim=1).tolist()
             kwargs = self._hf_kwargs(gen)
             if streamer_queue is not None:
-                kwargs["streamer"] = _DeltaStreamer(self.tokenizer, self.eos_id, input_lens, streamer_queue,
+                kwargs["streamer"] = _DeltaStreamer(self.tokenizer, self.stop_ids, input_lens, streamer_queue,
                                                     self._response_cls, offset)
             if cancel is not None:
                 kwargs["stopping_criteria"] = StoppingCriteriaList([cancel])
@@ -417,8 +420,9 @@ class TransformersEngine:
         results = []
         for row, ids in enumerate(out.tolist()):
             finish = "length"
-            if self.eos_id in ids:
-                ids, finish = ids[:ids.index(self.eos_id)], "stop"
+            stops = [i for i, tok in enumerate(ids) if tok in self.stop_ids]
+            if stops:
+                ids, finish = ids[:stops[0]], "stop"
             text = self.tokenizer.decode(ids, skip_special_tokens=True).strip()
             results.append(self._response_cls(text=text, generate_token_len=len(ids), input_token_len=input_lens[row],
                                               finish_reason=finish, token_ids=ids, index=offset + row))
@@ -565,14 +569,16 @@ class TransformersEngine:
 # --------------------------------------------------------------------------- LMDeploy pipeline
 
 
-def internvl2_chat_template(system_prompt: str):
-    """LMDeploy ChatTemplateConfig for InternVL2 (InternLM2 chat format) with a given system prompt.
+def internvl2_chat_template(system_prompt: str, template: str = "internlm2-chat"):
+    """LMDeploy ChatTemplateConfig that renders InternVL2's own prompt with a given system prompt.
 
-    LMDeploy 0.18 renders InternVL2 prompts with the tokenizer's own chat template, which has no
-    default system message; this config writes the same ``<|im_start|>`` format with one.
+    The markers come from InternVL2's conversation template (``helpers.internvl.conversation``,
+    the same file the checkpoint's remote code uses), so LMDeploy builds byte-for-byte the prompt
+    that ``model.chat()`` builds: ``<|im_start|>system\n{system}<|im_end|><|im_start|>user\n...``.
 
     Args:
         system_prompt: the system message.
+        template: conversation template name (``config.template``).
 
     Returns:
         ``lmdeploy.ChatTemplateConfig``.
@@ -582,11 +588,16 @@ def internvl2_chat_template(system_prompt: str):
         '你是美食助手。'
     """
     lmdeploy = _need("lmdeploy")
+    from helpers.internvl.conversation import get_conv_template
+
+    conv = get_conv_template(template)
+    system_prefix = conv.system_template.split("{system_message}")[0]
+    user, assistant = conv.roles
     return lmdeploy.ChatTemplateConfig(
-        model_name="base",  # LMDeploy's plain template class, filled with InternLM2's markers below
-        system="<|im_start|>system\n", meta_instruction=system_prompt, eosys="<|im_end|>\n",
-        user="<|im_start|>user\n", eoh="<|im_end|>\n", assistant="<|im_start|>assistant\n",
-        eoa="<|im_end|>", separator="\n", stop_words=["<|im_end|>"],
+        model_name="base",  # LMDeploy's plain template class, filled with InternVL2's markers
+        system=system_prefix, meta_instruction=system_prompt, eosys=conv.sep,
+        user=user, eoh=conv.sep, assistant=assistant, eoa=conv.sep, separator="",
+        stop_words=list(conv.stop_str) or [conv.sep],
     )
 
 

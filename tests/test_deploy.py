@@ -54,6 +54,21 @@ def test_prompt_forms():
         deploy._place_images("<image><image>", 1)
 
 
+def test_internvl2_chat_template_matches_the_models_template():
+    pytest.importorskip("lmdeploy")
+    from helpers.internvl.conversation import get_conv_template
+
+    template = deploy.internvl2_chat_template("你是美食助手。").chat_template()
+    messages = [{"role": "user", "content": "<image>\n这是什么菜？"}, {"role": "assistant", "content": "肠粉"},
+                {"role": "user", "content": "哪个菜系？"}]
+    conv = get_conv_template("internlm2-chat")
+    conv.system_message = "你是美食助手。"
+    for role, text in [(0, "<image>\n这是什么菜？"), (1, "肠粉"), (0, "哪个菜系？"), (1, None)]:
+        conv.append_message(conv.roles[role], text)
+    assert template.messages2prompt(messages) == conv.get_prompt()
+    assert "<|im_end|>" in template.stop_words
+
+
 def test_make_pipeline_rejects_unknown_engine_and_missing_checkpoint(tmp_path):
     with pytest.raises(ValueError, match="engine must be one of"):
         deploy.make_pipeline(tmp_path, engine="vllm")
@@ -65,16 +80,16 @@ def test_make_pipeline_rejects_unknown_engine_and_missing_checkpoint(tmp_path):
 
 needs_tiny = pytest.mark.skipif(not (TINY / "config.json").is_file(),
                                 reason=f"tiny checkpoint missing at {TINY}: run `python -m helpers.models build-tiny`")
-GREEDY = {"max_new_tokens": 12}
+GREEDY = {"max_new_tokens": 8}
 
 
 def _photos(n=3):
-    """Distinct small food-like photos (RGB, different sizes so tile counts differ)."""
+    """Distinct small food-like photos (RGB, near-square so each is one 448 px tile: quick on CPU)."""
     from PIL import Image, ImageDraw
 
     out = []
     for i in range(n):
-        img = Image.new("RGB", (300 + 250 * i, 280 + 60 * i), (200 - 50 * i, 120 + 40 * i, 60 + 70 * i))
+        img = Image.new("RGB", (300 - 20 * i, 280 + 10 * i), (200 - 50 * i, 120 + 40 * i, 60 + 70 * i))
         ImageDraw.Draw(img).ellipse((20, 20, 200, 180), fill=(250, 230 - 60 * i, 40 * i))
         out.append(img)
     return out
@@ -201,6 +216,10 @@ def test_multi_image_prompt(engine):
     assert "Image-1: <img>" in query and "Image-2: <img>" in query and len(tiles) == 2
     per_tile = engine.model.num_image_token
     assert res.input_token_len - one.input_token_len >= per_tile * tiles[1].shape[0]
+    # a photo wider than 2:1 becomes several tiles plus the thumbnail, each with its own tokens
+    wide = _photos(1)[0].resize((900, 300))
+    query, tiles = engine._query([(("这是什么？", wide), None)])
+    assert tiles[0].shape[0] == 4 and query.count("<IMG_CONTEXT>") == 4 * per_tile
 
 
 @needs_tiny
