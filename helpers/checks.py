@@ -314,6 +314,23 @@ def safe_image_path(image_root: Path, rel, extra_roots=()) -> tuple:
     return path, None
 
 
+def find_image_root(root, rel_paths) -> Path:
+    """``root`` or ``root/images``: whichever holds more of ``rel_paths``.
+
+    FoodieQA keeps photos in ``images/`` but its ``food_file`` may or may not start with
+    ``images/``; this decides once so that XTuner gets one ``image_folder``.
+
+    Example:
+        >>> find_image_root("/nonexistent", ["a.jpg"]).name
+        'nonexistent'
+    """
+    root = Path(root)
+    sample = [p for p in list(rel_paths)[:200] if isinstance(p, str)]
+    here = sum((root / p).is_file() for p in sample)
+    below = sum((root / "images" / p).is_file() for p in sample)
+    return root / "images" if below > here else root
+
+
 def _inside(real: str, root: str) -> bool:
     return real == root or real.startswith(root.rstrip(os.sep) + os.sep)
 
@@ -612,7 +629,8 @@ def check_foodieqa(file, image_root, workers: int | None = None, question_types=
 
     Args:
         file: the FoodieQA JSON list.
-        image_root: the folder ``food_meta.food_file`` is relative to.
+        image_root: the folder ``food_meta.food_file`` is relative to (``image_root/images``
+            is taken instead when it holds the files; see :func:`find_image_root`).
         workers: image-check processes (None = CPU count).
         question_types: allowed ``question_type`` values (see :func:`check_foodieqa_record`).
         **limits: :class:`ImageLimits` fields.
@@ -626,11 +644,13 @@ def check_foodieqa(file, image_root, workers: int | None = None, question_types=
     """
     t0 = time.perf_counter()
     lim = ImageLimits(**limits)
-    root = Path(image_root)
-    report = CheckReport(str(file), str(root))
+    report = CheckReport(str(file), str(image_root))
     records = read_json_records(file, report.problems)
     if records is None:
         return _finish(report, [], {}, t0)
+    root = find_image_root(image_root, [r["food_meta"].get("food_file") for r in records
+                                        if isinstance(r, dict) and isinstance(r.get("food_meta"), dict)])
+    report.image_root = str(root)
     refs = []
     for i, rec in enumerate(records):
         problems = check_foodieqa_record(rec, question_types)

@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from helpers.checks import (IMAGE_TOKEN, ImageLimits, Problem, check_foodieqa, check_foodieqa_record,
-                            check_llava, inspect_images, read_json_records, safe_image_path)
+                            check_llava, find_image_root, inspect_images, read_json_records, safe_image_path)
 
 ANSWER_JOIN = "，图中的菜是"  # upstream course: choices[answer] + this + dish name
 # XTuner 0.2.0 InternVL_V1_5_Dataset's InternLM2 prompt (it overrides the internlm2_chat template).
@@ -72,23 +72,6 @@ class ConvertReport:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def find_image_root(root, rel_paths) -> Path:
-    """``root`` or ``root/images``: whichever holds more of ``rel_paths``.
-
-    FoodieQA keeps photos in ``images/`` but its ``food_file`` may or may not start with
-    ``images/``; this decides once so that XTuner gets one ``image_folder``.
-
-    Example:
-        >>> find_image_root("/nonexistent", ["a.jpg"]).name
-        'nonexistent'
-    """
-    root = Path(root)
-    sample = [p for p in list(rel_paths)[:200] if isinstance(p, str)]
-    here = sum((root / p).is_file() for p in sample)
-    below = sum((root / "images" / p).is_file() for p in sample)
-    return root / "images" if below > here else root
 
 
 def split_unit(seed: int, food_file: str) -> float:
@@ -452,17 +435,10 @@ def main(argv=None) -> int:
     if args.cmd == "check":
         report = check_llava(args.file, args.images, workers=args.workers)
     else:
-        images = find_image_root(args.images, _food_files(args.file))
-        report = check_foodieqa(args.file, images, workers=args.workers)
+        report = check_foodieqa(args.file, args.images, workers=args.workers)
     print(json.dumps(report.to_dict(), ensure_ascii=False, indent=1, default=str) if args.json
           else report.format(args.show))
     return report.exit_code
-
-
-def _food_files(file) -> list:
-    records = read_json_records(file, []) or []
-    return [r["food_meta"].get("food_file") for r in records
-            if isinstance(r, dict) and isinstance(r.get("food_meta"), dict)]
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from helpers.checks import check_llava
+from helpers.checks import check_foodieqa, check_llava
 from helpers.data import (ANSWER_JOIN, dataset_stats, find_image_root, foodieqa_to_llava, load_llava, main,
                           split_answer, split_images)
 from helpers.settings import get_settings
@@ -243,15 +243,16 @@ def test_cli_convert_and_check(foodie, tmp_path):
 
 
 def test_synthetic_set_integration(tmp_path):
-    """Optional: when helpers.synth has drawn the course set, it converts and checks cleanly."""
-    S = get_settings("tiny")
-    if not S.sivqa_file.exists():
-        pytest.skip("synthetic set not drawn yet (make data)")
-    rep = foodieqa_to_llava(S.sivqa_file, S.data_root, tmp_path / "llava", S.synth_val_fraction, S.seed)
+    """Optional: a small set drawn by helpers.synth converts, splits and checks cleanly."""
+    synth = pytest.importorskip("helpers.synth")
+    root = synth.make_dataset(tmp_path / "synth", per_dish=3, long_side=320)
+    rep = foodieqa_to_llava(root / "sivqa_tidy.json", root, tmp_path / "llava", 0.25, 0, workers=1)
     assert rep.skipped == 0 and rep.converted == rep.read > 0
-    assert rep.dishes_in_val == rep.dishes
+    assert rep.dishes_in_val == rep.dishes == 16
+    assert check_foodieqa(root / "sivqa_tidy.json", root, workers=1).ok
     for split in ("train", "val"):
-        assert check_llava(tmp_path / "llava" / f"{split}.json", rep.image_root).ok
+        rep_check = check_llava(tmp_path / "llava" / f"{split}.json", rep.image_root, workers=1)
+        assert rep_check.ok and "exif_rotated" not in rep_check.counts, rep_check.format()
 
 
 @pytest.mark.slow  # importing xtuner + torch and building the dataset: ~20 s CPU
