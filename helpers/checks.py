@@ -204,7 +204,7 @@ def decode_problems(path: str) -> list:
     from PIL import Image, ImageFile, JpegImagePlugin
 
     # A caller may have switched this on globally; then PIL pads truncated files with grey.
-    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    saved, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, False
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -217,6 +217,8 @@ def decode_problems(path: str) -> list:
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         kind = "truncated" if "truncat" in str(e).lower() else "corrupt_image"
         return [(kind, f"decoding failed: {e}", "error")]
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = saved
     return []
 
 

@@ -211,6 +211,17 @@ def test_jpeg_end_marker_and_trailers(tmp_path):
     assert [k for k, *_ in inspect_image(str(tmp_path / "cut.jpg"))["problems"]] == ["truncated"]
 
 
+def test_truncation_found_even_when_pil_is_told_to_tolerate_it(root):
+    from PIL import ImageFile
+
+    ImageFile.LOAD_TRUNCATED_IMAGES = True
+    try:
+        assert inspect_image(str(root / "truncated.jpg"))["problems"][0][0] == "truncated"
+        assert ImageFile.LOAD_TRUNCATED_IMAGES is True  # the caller's setting is restored
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
 def test_inspect_image_reports_upright_size(root):
     info = inspect_image(str(root / "rotated.jpg"))
     assert info["size"] == (64, 48) and info["upright"] == (48, 64) and info["orientation"] == 6
