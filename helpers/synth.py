@@ -213,6 +213,7 @@ _CERAMIC = ((246, 244, 238), (240, 234, 220), (200, 220, 205), (40, 40, 42), (23
 def _pick_vessel(rng, dish_key):
     kinds, _, n_sides = _SERVING[dish_key]
     style = {"kind": kinds[rng.integers(len(kinds))], "colour": _jit(rng, _CERAMIC[rng.integers(len(_CERAMIC))], 6),
+             # a coloured ring on plates and bowls; on a steamer it means "lined with paper"
              "rim": None if rng.random() < 0.5 else _jit(rng, ((40, 70, 150), (150, 40, 40), (50, 110, 90))[rng.integers(3)]),
              "sides": []}
     if n_sides == 5:  # a ring of small dishes around the soup bowl
