@@ -27,7 +27,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help setup envs kernels tiny data course test test-unit test-notebooks lab webui refresh-notebooks wheelhouse clean
+.PHONY: help setup system envs kernels tiny data course test test-unit test-notebooks lab webui refresh-notebooks wheelhouse clean
 
 help:
 	@echo "make course   set up what is missing, run all notebooks in order (executed copies in $(ART)/executed)"
@@ -37,7 +37,12 @@ help:
 	@echo "make webui    the Gradio web UI on 127.0.0.1:7860 (base model)"
 	@echo "make wheelhouse PY=3.12 PLATFORM=manylinux_2_28_x86_64   wheels for an air-gapped GPU server"
 
-setup: envs kernels tiny data
+setup: system envs kernels tiny data
+
+# A CJK font for the Chinese labels in plots, headless Chromium for the browser test (Debian packages).
+# Best effort: without root/sudo the course still runs (plots show boxes for Chinese, the browser test skips).
+system:
+	bash scripts/install_system_deps.sh || echo "warning: could not install the Debian packages (see scripts/install_system_deps.sh)"
 
 # ---- environments ---------------------------------------------------------------------------
 # Both environments install independently, so `make -j2 envs` builds them side by side.
