@@ -1,0 +1,32 @@
+"""Shared pytest fixtures for both course environments.
+
+``tiny_model_dir`` builds the tiny InternVL2 checkpoint once (into ``artifacts/``, where the
+notebooks also find it) and hands its path to any test that needs a loadable model.
+"""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+# No model hub exists in this course's world: make an accidental hub call fail at once.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir():
+    """Path of the tiny checkpoint (``settings.tiny_model_path``), built if missing or outdated."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from helpers.models import build_tiny
+
+    return build_tiny()
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_model_dir):
+    """(model, tokenizer) of the tiny checkpoint, float32 on CPU, eval mode; shared, do not modify."""
+    from helpers.models import load_model
+
+    return load_model(tiny_model_dir, device="cpu")
