@@ -231,3 +231,56 @@ def test_cli_and_contact_sheet(tmp_path, capsys):
     small = synth.contact_sheet(out, n=5, cell=100, columns=3)
     assert small.size == (300, 2 * (100 + 100 // 7))
     assert synth.main(["--out", str(tmp_path / "bad"), "--per-dish", "0"]) == 2
+
+
+def test_split_modules_and_reexports():
+    from helpers import synth_dishes, synth_draw
+
+    assert synth.draw_photo is synth_draw.draw_photo and synth.SUPERSAMPLE == synth_draw.SUPERSAMPLE
+    assert set(synth_dishes.DRAWERS) == {d.key for d in DISHES} == set(synth_draw._SERVING)
+    assert all(callable(f) for f in synth_dishes.DRAWERS.values())
+
+
+def test_labels_chinese_with_cjk_font_english_without():
+    assert synth._label("麻婆豆腐", True) == "麻婆豆腐 Mapo tofu"
+    assert synth._label("麻婆豆腐", False) == "Mapo tofu"
+    assert synth._label("酸菜鱼", False).strip() == "酸菜鱼"  # not in the catalogue: no English name to show
+
+
+def test_cjk_font_has_real_chinese_glyphs():
+    font, cjk = synth._font(20)
+    if not cjk:
+        pytest.skip("no CJK font installed (Debian: fonts-wqy-microhei or fonts-noto-cjk)")
+    # a font without these glyphs draws the same empty box for both characters
+    ma, po = font.getmask("麻"), font.getmask("婆")
+    assert ma.getbbox() and po.getbbox()
+    assert bytes(ma) != bytes(po)
+
+
+def _sheet_labels(root, monkeypatch):
+    seen = []
+    real = synth._label
+
+    def spy(name, cjk):
+        seen.append((cjk, real(name, cjk)))
+        return seen[-1][1]
+
+    monkeypatch.setattr(synth, "_label", spy)
+    synth.contact_sheet(root, n=16, cell=96)
+    return seen
+
+
+def test_contact_sheet_labels_follow_the_font(dataset, monkeypatch):
+    root, _ = dataset
+    if synth._font(12)[1]:
+        labels = _sheet_labels(root, monkeypatch)
+        assert len(labels) == 16 and all(cjk for cjk, _ in labels)
+        assert {label.split(" ")[0] for _, label in labels} == {d.name for d in DISHES}
+    monkeypatch.setattr(synth, "_FONTS", ("no-such-cjk-font.ttc", "DejaVuSans.ttf"))
+    assert synth._font(12)[1] is False
+    labels = _sheet_labels(root, monkeypatch)
+    assert len(labels) == 16 and not any(cjk for cjk, _ in labels)
+    assert {label for _, label in labels} == {d.name_en for d in DISHES}
+    monkeypatch.setattr(synth, "_FONTS", ("no-such-font.ttf",))
+    font, cjk = synth._font(12)
+    assert cjk is False and font is not None
