@@ -215,6 +215,28 @@ def test_generate_with_cache_equals_without(tiny_model):
     assert cached.tolist() == uncached.tolist()
 
 
+def test_generate_stops_at_im_end_by_default(tiny_model):
+    model, tok = tiny_model
+    im_end = tok.convert_tokens_to_ids("<|im_end|>")
+    assert list(model.generation_config.eos_token_id) == [im_end, tok.eos_token_id]
+
+    class ForceImEndThird(transformers.LogitsProcessor):
+        def __call__(self, input_ids, scores):
+            if input_ids.shape[1] == 2:  # ids generated so far (generation starts from embeddings)
+                scores[:] = -1e9
+                scores[:, im_end] = 0
+            return scores
+
+    prompt, _ = model.build_prompt(QUESTION, num_patches_list=[1])
+    enc = tok(prompt, return_tensors="pt")
+    out = model.generate(pixel_values=_pv(1), input_ids=enc.input_ids, attention_mask=enc.attention_mask,
+                         max_new_tokens=10, logits_processor=transformers.LogitsProcessorList([ForceImEndThird()]))
+    assert out.shape == (1, 3) and out[0, -1].item() == im_end
+    # chat() also accepts a GenerationConfig object
+    answer = model.chat(tok, _pv(1), QUESTION, transformers.GenerationConfig(max_new_tokens=3, do_sample=False))
+    assert isinstance(answer, str)
+
+
 def test_kv_cache_logits_match_full_recompute(tiny_model):
     model, tok = tiny_model
     lm = model.language_model

@@ -13,6 +13,8 @@ Example:
     >>> # model, tokenizer = helpers.models.load_model(path)
     >>> # model.chat(tokenizer, pixel_values, "图片中的菜叫什么名字?", dict(max_new_tokens=32))
 """
+import copy
+
 import torch
 from torch import nn
 from transformers import GenerationConfig
@@ -234,19 +236,18 @@ class InternVLChatModel(PreTrainedModel):
 
     def _generation_kwargs(self, tokenizer, generation_config):
         """Caller's settings as generate() kwargs, stopping at <|im_end|> (and EOS) by default."""
-        if generation_config is None:
-            kwargs = {"max_new_tokens": 256, "do_sample": False}
-        elif isinstance(generation_config, GenerationConfig):
-            kwargs = {"generation_config": generation_config}
-        else:
-            kwargs = dict(generation_config)
         sep = get_conv_template(self.template).sep
         stop = [tokenizer.convert_tokens_to_ids(sep)]
         if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in stop:
             stop.append(tokenizer.eos_token_id)
-        if "generation_config" not in kwargs:
-            kwargs.setdefault("eos_token_id", stop)
-            kwargs.setdefault("pad_token_id", tokenizer.pad_token_id)
+        if isinstance(generation_config, GenerationConfig):
+            config = copy.deepcopy(generation_config)
+            config.eos_token_id = config.eos_token_id if config.eos_token_id is not None else stop
+            config.pad_token_id = config.pad_token_id if config.pad_token_id is not None else tokenizer.pad_token_id
+            return {"generation_config": config}, sep
+        kwargs = dict(generation_config) if generation_config is not None else {"max_new_tokens": 256, "do_sample": False}
+        kwargs.setdefault("eos_token_id", stop)
+        kwargs.setdefault("pad_token_id", tokenizer.pad_token_id)
         return kwargs, sep
 
     def chat(
@@ -382,7 +383,8 @@ class InternVLChatModel(PreTrainedModel):
 
         Returns only the new tokens (generation starts from ``inputs_embeds``). Any
         ``GenerationMixin.generate`` kwarg passes through (``streamer``, ``max_new_tokens``,
-        ``do_sample``, ``use_cache``...).
+        ``do_sample``, ``use_cache``...). Without an ``eos_token_id`` it stops at the ids of the
+        checkpoint's generation_config.json (``<|im_end|>`` and ``</s>``).
         """
         if pixel_values is not None or visual_features is not None:
             vit_embeds = visual_features if visual_features is not None else self.extract_feature(pixel_values)
@@ -392,6 +394,12 @@ class InternVLChatModel(PreTrainedModel):
         generate_kwargs.setdefault("use_cache", True)
         if generation_config is not None:
             generate_kwargs["generation_config"] = generation_config
+        elif "eos_token_id" not in generate_kwargs:
+            # The LLM's own config only knows </s>; the checkpoint's generation_config.json adds
+            # <|im_end|>, where a chat answer ends.
+            outer = getattr(self, "generation_config", None)
+            if outer is not None and outer.eos_token_id is not None:
+                generate_kwargs["eos_token_id"] = outer.eos_token_id
         return self.language_model.generate(
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
