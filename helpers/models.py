@@ -278,9 +278,12 @@ def set_system_prompt(model_dir, system_prompt: str) -> None:
     cfg = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
     cfg["system_message"] = system_prompt
     _write_json(model_dir / "config.json", cfg)
+    template = make_chat_template(system_prompt)
     tok_cfg = json.loads((model_dir / "tokenizer_config.json").read_text(encoding="utf-8"))
-    tok_cfg["chat_template"] = make_chat_template(system_prompt)
+    tok_cfg["chat_template"] = template
     _write_json(model_dir / "tokenizer_config.json", tok_cfg)
+    if (model_dir / "chat_template.jinja").is_file():  # transformers 5 saves it there, and prefers it
+        (model_dir / "chat_template.jinja").write_text(template, encoding="utf-8")
 
 
 def _write_json(path: Path, data) -> None:

@@ -429,6 +429,11 @@ def test_vision_variants_rms_norm_qk_norm_hidden_states_and_other_sizes():
     assert out.last_hidden_state.shape == (2, 1025, 32) and len(out.hidden_states) == 4
     torch.testing.assert_close(out.hidden_states[-1], out.last_hidden_state)
     assert vit(torch.randn(1, 3, 224, 224)).last_hidden_state.shape == (1, 1 + 16 * 16, 32)  # bicubic pos-embeds
+    vit.train()
+    vit.gradient_checkpointing_enable()
+    assert vit.encoder.gradient_checkpointing
+    vit(torch.randn(1, 3, 224, 224)).last_hidden_state.sum().backward()
+    assert vit.encoder.layers[0].attn.q_norm.weight.grad is not None
     with pytest.raises(ValueError, match="norm_type"):
         InternVisionConfig(norm_type="batch_norm")
 
@@ -467,6 +472,11 @@ def test_set_system_prompt(tiny_model_dir, tmp_path):
     assert XTUNER_SYSTEM_PROMPT in rendered
     with pytest.raises(FileNotFoundError):
         models.set_system_prompt(tmp_path / "nowhere", "x")
+    # a tokenizer saved by transformers 5 keeps its template in chat_template.jinja, which wins
+    (dst / "chat_template.jinja").write_text(models.make_chat_template("old"), encoding="utf-8")
+    models.set_system_prompt(dst, "新的系统提示")
+    tok = transformers.AutoTokenizer.from_pretrained(str(dst), trust_remote_code=True)
+    assert "新的系统提示" in tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False)
 
 
 def test_load_model_missing_checkpoint(tmp_path):
