@@ -27,10 +27,7 @@ Example:
 """
 from __future__ import annotations
 
-import ast
-import dataclasses
 import json
-import math
 import os
 import re
 import shutil
@@ -42,269 +39,19 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from helpers.settings import REPO_ROOT, XTUNER_SYSTEM_PROMPT, Settings
+from helpers.settings import REPO_ROOT, XTUNER_SYSTEM_PROMPT
+from helpers.xtuner_config_template import (  # noqa: F401  (re-exported: the config half of the API)
+    Recipe, config_values, render_config, split_batch, write_config)
 
 LOG_NAME = "train.log"
 CKPT_RE = re.compile(r"^iter_(\d+)\.pth$")
 ITER_RE = re.compile(r"Iter\(train\)\s*\[\s*(\d+)/(\d+)\]\s*(.*)")
 PAIR_RE = re.compile(r"(\w+): (\S+)")
-MIN_WARMUP_ITERS = 2  # LinearLR needs >= 1 iteration, and 1 leaves the LR at lr x 1e-5 for the step
 REQUIREMENTS_HINT = "install requirements-xtuner.txt (the XTuner environment, .venv-xtuner)"
-# Why a profile's value differs from the course recipe; rendered next to the value.
-OVERRIDE_REASONS = {
-    "optim_wrapper": "AmpOptimWrapper asserts a CUDA device; OptimWrapper trains in fp32 on CPU",
-    "dataloader_num_workers": "worker processes only add start-up time on a 2-core CPU",
-    "max_epochs": "a CPU must finish the notebook in minutes",
-    "batch_size": "smaller steps for the CPU",
-    "accumulative_counts": "smaller steps for the CPU",
-    "save_steps": "checkpoints within a short run",
-}
 
 
 class TrainingFailed(RuntimeError):
     """``xtuner train`` did not produce a final checkpoint; the message quotes the log."""
-
-
-# --------------------------------------------------------------------------- recipe & config
-@dataclass(frozen=True)
-class Recipe:
-    """The LoRA recipe one config is rendered from (values from :class:`Settings`).
-
-    Build it with :meth:`from_settings`; ``notes`` says why a value differs from the course
-    recipe (CPU profile, short-run warm-up) and is written into the config as comments.
-    """
-
-    name: str  # "course": the upstream InternVL2-2B LoRA recipe (later: "recommended")
-    lora_r: int
-    lora_alpha: int
-    lora_dropout: float
-    batch_size: int
-    accumulative_counts: int
-    max_epochs: int
-    lr: float
-    betas: tuple
-    weight_decay: float
-    max_norm: float
-    warmup_ratio: float
-    optim_wrapper: str  # "amp" or "plain"
-    amp_dtype: str
-    max_length: int
-    dataloader_num_workers: int
-    save_steps: int
-    save_total_limit: int
-    save_optimizer: bool
-    log_interval: int
-    seed: int
-    iters_per_epoch: int | None = None  # on one GPU, when the training-set size is known
-    notes: tuple = ()
-
-    @property
-    def max_iters(self) -> int | None:
-        """Total training iterations on one GPU (None when the set size was not given)."""
-        return None if self.iters_per_epoch is None else self.iters_per_epoch * self.max_epochs
-
-    @classmethod
-    def from_settings(cls, settings: Settings, n_train: int | None = None) -> "Recipe":
-        """The course recipe with ``settings``' values.
-
-        Args:
-            settings: course settings (profile overrides included).
-            n_train: training samples; with it the warm-up is checked to span at least
-                two iterations and the log interval gives at least ~20 points.
-
-        Returns:
-            A :class:`Recipe`.
-
-        Example:
-            >>> from helpers.settings import get_settings
-            >>> Recipe.from_settings(get_settings("tiny"), n_train=64).max_iters > 0
-            True
-        """
-        names = [f.name for f in dataclasses.fields(cls)
-                 if f.name not in ("name", "iters_per_epoch", "notes")]
-        values = {n: getattr(settings, n) for n in names}
-        defaults = {f.name: f.default for f in dataclasses.fields(Settings)}
-        notes = [f"{n} = {values[n]!r} (course recipe: {defaults[n]!r}) - {why}"
-                 for n, why in OVERRIDE_REASONS.items() if values[n] != defaults[n]]
-        if values["amp_dtype"] == "auto":
-            values["amp_dtype"] = _best_amp_dtype()
-        iters_per_epoch = None
-        if n_train is not None:
-            if n_train < 1:
-                raise ValueError("the training set is empty (n_train=0)")
-            b, a = values["batch_size"], values["accumulative_counts"]
-            # LengthGroupedSampler pads to whole groups of batch x accumulation samples.
-            iters_per_epoch = a * math.ceil(n_train / (b * a))
-            total = iters_per_epoch * values["max_epochs"]
-            # mmengine converts the epoch fraction with int(): fewer than 2 warm-up
-            # iterations either fails ("end should be larger than begin") or keeps the
-            # LR at lr x 1e-5 for the only warm-up step.
-            if int(values["warmup_ratio"] * total) < MIN_WARMUP_ITERS:
-                if total < 2 * MIN_WARMUP_ITERS:
-                    raise ValueError(f"{total} training iterations are too few for warm-up "
-                                     f"+ cosine decay; use more data or epochs")
-                new = round((MIN_WARMUP_ITERS + 0.5) / total, 6)
-                notes.append(f"warmup_ratio = {new} (course recipe: {values['warmup_ratio']}) - "
-                             f"{values['warmup_ratio']} of {total} iterations is less than "
-                             f"{MIN_WARMUP_ITERS}; warm-up must span >= {MIN_WARMUP_ITERS}")
-                values["warmup_ratio"] = new
-            interval = max(1, min(values["log_interval"], total // 20))
-            if interval != values["log_interval"]:
-                notes.append(f"log_interval = {interval} (course recipe: "
-                             f"{values['log_interval']}) - >= 20 logged points in {total} iterations")
-                values["log_interval"] = interval
-        return cls(name="course", iters_per_epoch=iters_per_epoch, notes=tuple(notes), **values)
-
-
-def _best_amp_dtype() -> str:
-    """bfloat16 where the CUDA card supports it, else float16 (the upstream value)."""
-    try:
-        import torch
-    except ImportError:
-        return "float16"
-    ok = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    return "bfloat16" if ok else "float16"
-
-
-def _count_records(train_json: Path) -> int:
-    try:
-        data = json.loads(Path(train_json).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"training file {train_json} does not exist "
-                                f"(run `python -m helpers.data convert`)") from None
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{train_json}: not valid JSON ({exc})") from None
-    if not isinstance(data, list):
-        raise ValueError(f"{train_json}: expected a JSON list of LLaVA records, got "
-                         f"{type(data).__name__}")
-    return len(data)
-
-
-def render_config(settings: Settings, model_path, train_json, image_folder, work_dir,
-                  recipe: Recipe | None = None, config_name: str | None = None) -> str:
-    """The text of an XTuner config for LoRA fine-tuning InternVL2 with the course recipe.
-
-    Args:
-        settings: course settings; ``settings.profile`` decides which overrides apply.
-        model_path: InternVL2 checkpoint directory to fine-tune.
-        train_json: LLaVA-format training file (its record count sizes the warm-up).
-        image_folder: folder the records' ``image`` paths are relative to.
-        work_dir: where ``xtuner train`` writes checkpoints and logs.
-        recipe: a ready :class:`Recipe` (default: ``Recipe.from_settings``).
-        config_name: the file name used in the usage comments (default ``<work_dir>.py``).
-
-    Returns:
-        The config file text (runnable with ``xtuner train``).
-
-    Example:
-        >>> text = render_config(S, S.model_path, "train.json", S.data_root, "w")  # doctest: +SKIP
-        >>> "lora_r = 128" in text                                                  # doctest: +SKIP
-        True
-    """
-    from helpers.xtuner_config_template import (
-        AMP_BLOCK, AMP_SETTINGS, PLAIN_BLOCK, PLAIN_SETTINGS, TEMPLATE)
-    from string import Template
-
-    train_json = Path(train_json).resolve()
-    if recipe is None:
-        recipe = Recipe.from_settings(settings, n_train=_count_records(train_json))
-    if recipe.optim_wrapper not in ("amp", "plain"):
-        raise ValueError(f"optim_wrapper must be 'amp' or 'plain', got {recipe.optim_wrapper!r}")
-    amp = recipe.optim_wrapper == "amp"
-    optim_settings = (Template(AMP_SETTINGS).substitute(amp_dtype=repr(recipe.amp_dtype))
-                      if amp else PLAIN_SETTINGS)
-    notes = "".join(f"#   {n}\n" for n in recipe.notes)
-    if notes:
-        notes = (f"\n# Values that differ from the course recipe, and why (profile "
-                 f"'{settings.profile}'; already applied above):\n{notes}")
-    iters = (f"; {recipe.max_iters} iterations on one GPU ({recipe.iters_per_epoch} a epoch)"
-             if recipe.max_iters else "")
-    config_name = config_name or f"{Path(work_dir).name}.py"
-    return TEMPLATE.substitute(
-        generated_for=f"profile '{settings.profile}', recipe '{recipe.name}'{iters}.",
-        config_name=config_name,
-        model_path=repr(str(Path(model_path).resolve())),
-        data_path=repr(str(train_json)),
-        image_folder=repr(str(Path(image_folder).resolve())),
-        work_dir=repr(str(Path(work_dir).resolve())),
-        max_length=recipe.max_length, lora_r=recipe.lora_r, lora_alpha=recipe.lora_alpha,
-        lora_dropout=recipe.lora_dropout, batch_size=recipe.batch_size,
-        accumulative_counts=recipe.accumulative_counts,
-        dataloader_num_workers=recipe.dataloader_num_workers, max_epochs=recipe.max_epochs,
-        lr=recipe.lr, betas=repr(tuple(recipe.betas)), weight_decay=recipe.weight_decay,
-        max_norm=recipe.max_norm, warmup_ratio=recipe.warmup_ratio,
-        optim_wrapper_settings=optim_settings,
-        optim_wrapper_block=AMP_BLOCK if amp else PLAIN_BLOCK,
-        save_steps=recipe.save_steps, save_total_limit=recipe.save_total_limit,
-        save_optimizer=recipe.save_optimizer, log_interval=recipe.log_interval,
-        seed=recipe.seed, profile_notes=notes,
-    )
-
-
-def write_config(settings: Settings, model_path, train_json, image_folder, work_dir,
-                 path=None, recipe: Recipe | None = None) -> Path:
-    """Render the config (:func:`render_config`) and write it next to the work dir.
-
-    Args:
-        settings, model_path, train_json, image_folder, work_dir, recipe: as in
-            :func:`render_config`.
-        path: where to write (default ``<work_dir>.py`` beside the work dir: mmengine dumps
-            its own copy into the work dir under the config's name, which must not be the
-            commented original).
-
-    Returns:
-        The config file path.
-
-    Example:
-        >>> write_config(S, S.model_path, "train.json", S.data_root, "runs/lora")  # doctest: +SKIP
-        PosixPath('runs/lora.py')
-    """
-    work_dir = Path(work_dir).resolve()
-    path = Path(path) if path is not None else work_dir.parent / f"{work_dir.name}.py"
-    if path.resolve().parent == work_dir:
-        raise ValueError(f"{path}: keep the config outside the work dir (mmengine overwrites "
-                         f"<work_dir>/{path.name} with its own dump)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_config(settings, model_path, train_json, image_folder, work_dir,
-                                  recipe, config_name=str(path)), encoding="utf-8")
-    return path
-
-
-def config_values(config) -> dict:
-    """The literal top-level assignments of a config file (PART 1), without importing it.
-
-    Example:
-        >>> config_values("runs/lora.py")["lora_r"]  # doctest: +SKIP
-        128
-    """
-    tree = ast.parse(Path(config).read_text(encoding="utf-8"), filename=str(config))
-    values = {}
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and len(node.targets) == 1 \
-                and isinstance(node.targets[0], ast.Name):
-            try:
-                values[node.targets[0].id] = ast.literal_eval(node.value)
-            except ValueError:
-                pass  # dicts of classes etc.: not a PART-1 literal
-    return values
-
-
-def split_batch(batch_size: int, accumulative_counts: int, world_size: int) -> tuple:
-    """Per-device batch and accumulation that keep the global batch on ``world_size`` GPUs.
-
-    Returns:
-        ``(batch_size, accumulative_counts)`` with product x world_size unchanged.
-
-    Example:
-        >>> split_batch(4, 2, 1), split_batch(4, 2, 2), split_batch(4, 2, 4), split_batch(4, 2, 8)
-        ((4, 2), (4, 1), (2, 1), (1, 1))
-    """
-    total = batch_size * accumulative_counts
-    for b in range(batch_size, 0, -1):
-        if total % (b * world_size) == 0:
-            return b, total // (b * world_size)
-    raise ValueError(f"the global batch {total} (batch {batch_size} x accumulation "
-                     f"{accumulative_counts}) cannot be split evenly over {world_size} GPUs")
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -739,19 +486,6 @@ def plot_log(rows):
 
 
 # --------------------------------------------------------------------------- conversion
-TRAINED_CHAT_TEMPLATE = (
-    # XTuner's InternVL_V1_5_Dataset format: ChatML with no newline between turns and
-    # XTuner's system prompt unless the conversation brings its own.
-    "{{ bos_token }}{% if messages[0]['role'] == 'system' %}"
-    "{% set system = messages[0]['content'] %}{% set messages = messages[1:] %}"
-    "{% else %}{% set system = '" + XTUNER_SYSTEM_PROMPT + "' %}{% endif %}"
-    "<|im_start|>system\n{{ system }}<|im_end|>"
-    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
-    "{{ message['content'] }}<|im_end|>{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-
-
 def chat_template_config(model_name: str = "internvl2-xtuner-lora") -> dict:
     """LMDeploy ``ChatTemplateConfig`` fields for the format XTuner trained with.
 
@@ -768,9 +502,10 @@ def convert(config, checkpoint, out_dir, overwrite: bool = False) -> Path:
     """Merge a LoRA checkpoint into a standalone InternVL2 model directory.
 
     Runs XTuner's ``convert_to_official`` in the XTuner environment, then completes the
-    directory: remote-code ``.py`` files, tokenizer with a chat template, generation config,
-    ``chat_template_config.json`` (the format and system prompt the model was trained with,
-    for LMDeploy) and ``conversion.json`` (provenance and sizes, see :func:`sizes`).
+    directory: the course's remote-code ``.py`` files, generation config, XTuner's system
+    prompt as the default of ``chat()`` and of the tokenizer's chat template,
+    ``chat_template_config.json`` (the exact format the model was trained with, for LMDeploy's
+    ``--chat-template``) and ``conversion.json`` (provenance; see :func:`sizes`).
 
     Args:
         config: the training config.
@@ -808,7 +543,7 @@ def convert(config, checkpoint, out_dir, overwrite: bool = False) -> Path:
     copied = _complete_model_dir(out_dir, base)
     record = dict(config=str(config), checkpoint=str(checkpoint),
                   checkpoint_bytes=_bytes(checkpoint), base_model=str(base),
-                  system_prompt=XTUNER_SYSTEM_PROMPT, copied_from_base=copied,
+                  system_prompt=XTUNER_SYSTEM_PROMPT, added=copied,
                   convert_s=round(time.time() - started, 1))
     (out_dir / "conversion.json").write_text(json.dumps(record, ensure_ascii=False, indent=2),
                                              encoding="utf-8")
@@ -816,29 +551,23 @@ def convert(config, checkpoint, out_dir, overwrite: bool = False) -> Path:
 
 
 def _complete_model_dir(out_dir: Path, base: Path) -> list:
-    """Add what convert_to_official leaves out; returns the names copied or written."""
-    added = []
-    # The modeling code the model was trained with: the base checkpoint's own files.
-    for src in sorted(base.glob("*.py")) if base.is_dir() else []:
-        if not (out_dir / src.name).exists():
-            shutil.copy2(src, out_dir / src.name)
-            added.append(src.name)
-    if not (out_dir / "modeling_internvl_chat.py").exists():
-        from helpers.models import copy_remote_code
-        copy_remote_code(out_dir)
-        added.append("remote code (helpers.models.copy_remote_code)")
+    """Add what convert_to_official leaves out; returns what was copied or written."""
+    from helpers.models import copy_remote_code, set_system_prompt
+
+    # convert_to_official writes only the configuration_*.py files. The course's InternVL2
+    # code (same structure and parameter names as InternVL2-2B's) also honours a
+    # `system_message` in config.json, which set_system_prompt writes below.
+    added = [p.name for p in copy_remote_code(out_dir)]
     for name in ("generation_config.json", "preprocessor_config.json"):
-        if (base / name).exists() and not (out_dir / name).exists():
+        if (base / name).is_file() and not (out_dir / name).exists():
             shutil.copy2(base / name, out_dir / name)
             added.append(name)
-    tok_cfg_path = out_dir / "tokenizer_config.json"
-    tok_cfg = json.loads(tok_cfg_path.read_text(encoding="utf-8"))
-    # The merged model answers in the format XTuner trained it with; a serving stack that
-    # reads the tokenizer's template (LMDeploy's "hf" template) then uses the same prompt.
-    tok_cfg["chat_template"] = TRAINED_CHAT_TEMPLATE
-    tok_cfg_path.write_text(json.dumps(tok_cfg, ensure_ascii=False, indent=2), encoding="utf-8")
-    (out_dir / "chat_template.jinja").unlink(missing_ok=True)  # would override the json one
-    added.append("tokenizer_config.json:chat_template")
+    if not (out_dir / "tokenizer_config.json").is_file():
+        raise RuntimeError(f"convert_to_official wrote no tokenizer into {out_dir}")
+    # The merged model was trained with XTuner's system prompt: make it the default of
+    # InternVLChatModel.chat (config.json) and of the tokenizer's chat template (LMDeploy).
+    set_system_prompt(out_dir, XTUNER_SYSTEM_PROMPT)
+    added += ["config.json:system_message", "tokenizer_config.json:chat_template"]
     (out_dir / "chat_template_config.json").write_text(
         json.dumps(chat_template_config(), ensure_ascii=False, indent=2), encoding="utf-8")
     added.append("chat_template_config.json")

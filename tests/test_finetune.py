@@ -18,7 +18,7 @@ import pytest
 from helpers import finetune
 from helpers.settings import XTUNER_SYSTEM_PROMPT, get_settings
 
-N_TRAIN = 16  # samples; with batch 2 and 3 epochs: 24 iterations
+N_TRAIN = 12  # samples; with batch 2 and 2 epochs: 12 iterations
 COLOURS = {"番茄炒蛋": (220, 40, 30), "青椒肉丝": (40, 170, 60), "蓝莓山药": (50, 60, 200),
            "蛋炒饭": (235, 200, 60)}
 
@@ -169,7 +169,7 @@ def _tiny_model_dir() -> Path:
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    """A copy of the tiny checkpoint with 1 tile per image, and 16 drawn LLaVA samples."""
+    """A copy of the tiny checkpoint with 1 tile per image, and 12 drawn LLaVA samples."""
     pytest.importorskip("xtuner")
     from PIL import Image, ImageDraw
 
@@ -193,8 +193,9 @@ def tiny(tmp_path_factory):
                                           {"from": "gpt", "value": f"图中的菜是{dish}。"}]})
     train = root / "train.json"
     train.write_text(json.dumps(records, ensure_ascii=False))
-    settings = get_settings("tiny", batch_size=2, accumulative_counts=1, max_epochs=3,
-                            lr=2e-4, save_steps=4, log_interval=1, dataloader_num_workers=0)
+    # A pipeline test, not the recipe: a higher LR shows learning within 12 iterations.
+    settings = get_settings("tiny", batch_size=2, accumulative_counts=1, max_epochs=2,
+                            lr=1e-3, save_steps=4, log_interval=1, dataloader_num_workers=0)
     return dict(root=root, model=model, images=images, train=train, settings=settings)
 
 
@@ -214,14 +215,14 @@ def _tree_rss(pid: int) -> int:
                 todo += [int(c) for c in (task / "children").read_text().split()]
         except (FileNotFoundError, ProcessLookupError):
             continue
-        total += next(int(line.split()[1]) * 1024 for line in status.splitlines()
-                      if line.startswith("VmRSS:"))
+        total += sum(int(line.split()[1]) * 1024 for line in status.splitlines()
+                     if line.startswith("VmRSS:"))  # none for a zombie
     return total
 
 
 @pytest.fixture(scope="module")
 def trained(tiny):
-    """One uninterrupted CPU training run (24 iterations); prints wall-clock and peak RSS."""
+    """One uninterrupted CPU training run (12 iterations); prints wall-clock and peak RSS."""
     config = _config(tiny, "run-full")
     run = finetune.launch(config, tiny["root"] / "run-full")
     peak = 0
@@ -238,16 +239,16 @@ def trained(tiny):
 def test_training_runs_and_loss_falls(trained):
     result = trained["result"]
     assert trained["run"].returncode == 0
-    assert result.max_iters == 24 and result.checkpoint.name == "iter_24.pth"
+    assert result.max_iters == 12 and result.checkpoint.name == "iter_12.pth"
     rows = finetune.read_log(result.work_dir)
-    assert [r["iteration"] for r in rows] == list(range(1, 25))
+    assert [r["iteration"] for r in rows] == list(range(1, 13))
     losses = [r["loss"] for r in rows]
-    first, last = sum(losses[:4]) / 4, sum(losses[-4:]) / 4
-    assert last < 0.8 * first, losses
+    first, last = sum(losses[:3]) / 3, sum(losses[-3:]) / 3
+    assert last < 0.85 * first, losses
     lrs = [r["lr"] for r in rows]
-    assert lrs[0] < lrs[3] and lrs[-1] < max(lrs)  # warm-up, then decay
+    assert lrs[0] < lrs[1] < lrs[2] and lrs[-1] < max(lrs) / 2  # warm-up, then cosine decay
     # two checkpoints kept (save_total_limit), the last one final
-    assert sorted(p.name for p in result.work_dir.glob("iter_*.pth")) == ["iter_20.pth", "iter_24.pth"]
+    assert sorted(p.name for p in result.work_dir.glob("iter_*.pth")) == ["iter_12.pth", "iter_8.pth"]
 
 
 @pytest.mark.slow
@@ -303,11 +304,11 @@ def test_interrupt_and_resume_matches_uninterrupted(trained, tiny, capsys):
     work = tiny["root"] / "run-resume"
     config = _config(tiny, "run-resume")
     run = finetune.launch(config, work)
-    # stop after the checkpoint at iteration 8, before the one at 12
-    while run.poll() is None and not (run.iteration >= 9 and (work / "iter_8.pth").exists()):
+    # stop after the checkpoint at iteration 4, before the one at 8
+    while run.poll() is None and not (run.iteration >= 5 and (work / "iter_4.pth").exists()):
         time.sleep(0.1)
     run.stop()
-    assert run.iteration < 24, "training finished before it could be interrupted"
+    assert run.iteration < 8, "training went past the next checkpoint before it was stopped"
     with pytest.raises(finetune.TrainingFailed, match="resume=True"):
         run.result()
     # as if the run had been killed while writing its next checkpoint
@@ -322,6 +323,6 @@ def test_interrupt_and_resume_matches_uninterrupted(trained, tiny, capsys):
     resumed.wait(progress=False)
     result = resumed.result()
     reference = trained["result"]
-    assert result.max_iters == reference.max_iters == 24
+    assert result.max_iters == reference.max_iters == 12
     assert result.final_loss == pytest.approx(reference.final_loss, rel=0.02)
-    assert finetune.read_log(work)[-1]["iteration"] == 24
+    assert finetune.read_log(work)[-1]["iteration"] == 12
