@@ -10,7 +10,7 @@ DejaVu Sans lacks are taken from it.
 * :func:`plot_answer_lengths`, :func:`plot_image_sizes`, :func:`plot_sequence_lengths`;
 * :func:`sample_grid` -- photos with their question and answer;
 * :func:`render_sample` / :func:`sample_browser` -- one sample with its tile grid, and an
-  ipywidgets browser over all of them.
+  ipywidgets browser over all of them; :func:`as_jpeg` shows photo figures compactly.
 
 Example:
     >>> from helpers.dataset_views import use_cjk_font
@@ -318,16 +318,37 @@ def render_sample(record: dict, image_root, settings=None, split: str | None = N
     return fig
 
 
-def _png(fig) -> bytes:
+def _jpeg_bytes(fig, quality: int) -> bytes:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png")
+    fig.savefig(buf, format="jpeg", pil_kwargs={"quality": quality})
     return buf.getvalue()
+
+
+def as_jpeg(fig, quality: int = 85):
+    """Show a figure of photos as JPEG: a fraction of the PNG size in a committed notebook.
+
+    Photos (with their sensor noise) compress badly as PNG; plots with flat colours should
+    stay PNG (the default display of a Figure).
+
+    Args:
+        fig: a matplotlib Figure.
+        quality: JPEG quality (1-95).
+
+    Returns:
+        An ``IPython.display.Image`` (display it as the cell's value).
+
+    Example:
+        >>> as_jpeg(sample_grid(train, S.data_root))  # doctest: +SKIP
+    """
+    from IPython.display import Image
+
+    return Image(data=_jpeg_bytes(fig, quality), format="jpeg")
 
 
 def sample_browser(splits: dict, image_root, settings=None):
     """An ipywidgets browser: pick a split, filter by dish, slide through the samples.
 
-    Each view is :func:`render_sample` as a PNG in an ``Image`` widget (no pyplot state).
+    Each view is :func:`render_sample` as a JPEG in an ``Image`` widget (no pyplot state).
 
     Args:
         splits: ``{"train": records, "val": records}``.
@@ -354,7 +375,7 @@ def sample_browser(splits: dict, image_root, settings=None):
     dish_w = W.Dropdown(options=["(all)"] + dishes, description="dish")
     index_w = W.IntSlider(min=0, max=0, description="sample", continuous_update=False)
     count_w = W.Label()
-    image_w = W.Image(format="png")
+    image_w = W.Image(format="jpeg")
 
     def chosen() -> list:
         records = splits[split_w.value]
@@ -367,8 +388,8 @@ def sample_browser(splits: dict, image_root, settings=None):
         index_w.max = max(0, len(records) - 1)
         count_w.value = f"{len(records)} samples"
         if records:
-            image_w.value = _png(render_sample(records[min(index_w.value, index_w.max)], image_root, settings,
-                                               split_w.value))
+            image_w.value = _jpeg_bytes(render_sample(records[min(index_w.value, index_w.max)], image_root,
+                                                      settings, split_w.value), 85)
 
     for w in (split_w, dish_w, index_w):
         w.observe(redraw, names="value")

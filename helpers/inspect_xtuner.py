@@ -73,7 +73,7 @@ def pick_model_path(settings=None) -> Path:
 
 
 def load_xtuner_dataset(data_file, image_folder, model_path=None, max_length: int | None = None,
-                        settings=None):
+                        settings=None, verbose: bool = False):
     """XTuner's ``InternVL_V1_5_Dataset`` over one LLaVA file, as the course's config builds it.
 
     The template is ``PROMPT_TEMPLATE.internlm2_chat``, passed as a *copy*: the dataset
@@ -86,6 +86,8 @@ def load_xtuner_dataset(data_file, image_folder, model_path=None, max_length: in
         model_path: checkpoint for tokenizer and tiling config; None = :func:`pick_model_path`.
         max_length: token limit (longer samples are cut); None = ``settings.max_length``.
         settings: :class:`helpers.settings.Settings`; None = ``get_settings()``.
+        verbose: keep XTuner's INFO log lines of the construction ("Starting to loading data
+            and calc length" ...); warnings and errors are always shown.
 
     Returns:
         An ``xtuner.dataset.internvl_dataset.InternVL_V1_5_Dataset``.
@@ -109,9 +111,20 @@ def load_xtuner_dataset(data_file, image_folder, model_path=None, max_length: in
     if not Path(data_file).is_file():
         raise FileNotFoundError(f"LLaVA file not found: {data_file} (run `python -m helpers.data convert`)")
     InternVL_V1_5_Dataset, PROMPT_TEMPLATE = _xtuner()
-    return InternVL_V1_5_Dataset(str(model_path), copy.deepcopy(PROMPT_TEMPLATE.internlm2_chat),
-                                 [str(data_file)], [str(image_folder)],
-                                 max_length=S.max_length if max_length is None else max_length)
+    import logging
+
+    from mmengine.logging import MMLogger
+
+    logger = MMLogger.get_current_instance()
+    saved = logger.level
+    if not verbose:
+        logger.setLevel(logging.WARNING)
+    try:
+        return InternVL_V1_5_Dataset(str(model_path), copy.deepcopy(PROMPT_TEMPLATE.internlm2_chat),
+                                     [str(data_file)], [str(image_folder)],
+                                     max_length=S.max_length if max_length is None else max_length)
+    finally:
+        logger.setLevel(saved)
 
 
 def render_template(template, system: str, conversations: list, n_image_tokens: int | None) -> str:
