@@ -135,7 +135,10 @@ def plot_answer_lengths(stats_by_split: dict):
             if v:
                 ax.hist(v, bins=bins, alpha=0.7, label=split, color=SPLIT_COLOURS.get(split))
         ax.set(title=f"answer length ({unit})", xlabel=unit, ylabel="samples")
-        ax.legend(fontsize=8)
+        if any(values.values()):
+            ax.legend(fontsize=8)
+        else:  # dataset_stats was called without a tokenizer
+            ax.text(0.5, 0.5, f"no {unit} counted", ha="center", va="center", transform=ax.transAxes)
     return fig
 
 

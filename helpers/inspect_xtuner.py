@@ -62,7 +62,7 @@ def pick_model_path(settings=None) -> Path:
         A directory path.
 
     Example:
-        >>> pick_model_path().name in ("internvl2-tiny", "internvl2-tiny-base") or True
+        >>> (pick_model_path() / "config.json").is_file()  # doctest: +SKIP
         True
     """
     from helpers.settings import get_settings
