@@ -41,7 +41,8 @@ from pathlib import Path
 
 from helpers.settings import REPO_ROOT, XTUNER_SYSTEM_PROMPT
 from helpers.xtuner_config_template import (  # noqa: F401  (re-exported: the config half of the API)
-    Recipe, config_values, render_config, split_batch, write_config)
+    Recipe, _count_records, config_values, iterations_per_epoch, render_config, safe_warmup_ratio,
+    split_batch, write_config)
 
 LOG_NAME = "train.log"
 CKPT_RE = re.compile(r"^iter_(\d+)\.pth$")
@@ -133,6 +134,18 @@ def _xtuner_executable() -> Path:
     raise FileNotFoundError(f"no `xtuner` executable found; {REQUIREMENTS_HINT}")
 
 
+def _xtuner_python(xtuner: Path) -> str:
+    """The Python interpreter of the environment ``xtuner`` belongs to (its script's shebang)."""
+    try:
+        first = xtuner.read_bytes()[:512].split(b"\n", 1)[0].decode()
+    except OSError:
+        first = ""
+    if first.startswith("#!") and Path(first[2:].strip().split()[0]).exists():
+        return first[2:].strip().split()[0]
+    sibling = xtuner.parent / "python"
+    return str(sibling) if sibling.exists() else sys.executable
+
+
 def _child_env(bin_dir: Path, extra: dict | None) -> dict:
     env = dict(os.environ)
     env.update({k: str(v) for k, v in (extra or {}).items()})
@@ -147,6 +160,42 @@ def _child_env(bin_dir: Path, extra: dict | None) -> dict:
     env.setdefault("HF_HUB_OFFLINE", "1")  # no model hub is reachable; fail fast instead of hanging
     env.setdefault("TRANSFORMERS_OFFLINE", "1")
     return env
+
+
+def distributed_options(config, world_size: int) -> list:
+    """``--cfg-options`` that keep a config's global batch and warm-up on ``world_size`` GPUs.
+
+    Args:
+        config: a config from :func:`write_config` (PART-1 literals are read, not executed).
+        world_size: GPUs in all (NPROC_PER_NODE x NNODES).
+
+    Returns:
+        ``key=value`` strings for ``xtuner train --cfg-options``.
+
+    Example:
+        >>> distributed_options("runs/lora.py", 2)  # doctest: +SKIP
+        ['train_dataloader.batch_size=4', 'optim_wrapper.accumulative_counts=1', ...]
+    """
+    values = config_values(config)
+    batch, accum = split_batch(values.get("batch_size", 1), values.get("accumulative_counts", 1),
+                               world_size)
+    options = [f"train_dataloader.batch_size={batch}", f"optim_wrapper.accumulative_counts={accum}",
+               f"train_dataloader.sampler.per_device_batch_size={batch * accum}"]
+    print(f"{world_size} GPUs: batch {batch} x accumulation {accum} per GPU keeps the global "
+          f"batch of {values.get('batch_size', 1) * values.get('accumulative_counts', 1)}")
+    # Each GPU sees 1/world_size of the data: a warm-up sized for one GPU can shrink below
+    # the iterations it needs.
+    if {"data_path", "max_epochs", "warmup_ratio"} <= set(values) \
+            and Path(values["data_path"]).is_file():
+        epochs, ratio = values["max_epochs"], values["warmup_ratio"]
+        total = epochs * iterations_per_epoch(_count_records(values["data_path"]), batch, accum,
+                                              world_size)
+        new = safe_warmup_ratio(ratio, total)
+        if new != ratio:
+            options += [f"param_scheduler.0.end={round(new * epochs, 6)}",
+                        f"param_scheduler.1.begin={round(new * epochs, 6)}"]
+            print(f"warm-up ratio {ratio} -> {new}: {total} iterations per GPU")
+    return options
 
 
 def launch(config, work_dir, *, gpus: int = 1, deepspeed: str | None = None,
@@ -206,14 +255,7 @@ def launch(config, work_dir, *, gpus: int = 1, deepspeed: str | None = None,
     world = gpus * int(child_env.get("NNODES", "1"))
     if gpus > 1 or world > 1:
         child_env["NPROC_PER_NODE"] = str(gpus)
-        values = config_values(config)
-        batch, accum = split_batch(values.get("batch_size", 1),
-                                   values.get("accumulative_counts", 1), world)
-        cmd += ["--cfg-options", f"train_dataloader.batch_size={batch}",
-                f"optim_wrapper.accumulative_counts={accum}",
-                f"train_dataloader.sampler.per_device_batch_size={batch * accum}"]
-        print(f"{world} GPUs: batch {batch} x accumulation {accum} per GPU keeps the global "
-              f"batch of {values.get('batch_size', 1) * values.get('accumulative_counts', 1)}")
+        cmd += ["--cfg-options", *distributed_options(config, world)]
 
     log_path = work_dir / LOG_NAME
     log = open(log_path, "ab" if resume else "wb")
@@ -531,7 +573,7 @@ def convert(config, checkpoint, out_dir, overwrite: bool = False) -> Path:
         shutil.rmtree(out_dir)
     base = Path(config_values(config).get("path", ""))
     xtuner = _xtuner_executable()
-    cmd = [str(xtuner.parent / "python"), "-m", "xtuner.configs.internvl.v1_5.convert_to_official",
+    cmd = [_xtuner_python(xtuner), "-m", "xtuner.configs.internvl.v1_5.convert_to_official",
            str(config), str(checkpoint), str(out_dir)]
     started = time.time()
     proc = subprocess.run(cmd, cwd=str(REPO_ROOT), env=_child_env(xtuner.parent, None),
@@ -541,6 +583,8 @@ def convert(config, checkpoint, out_dir, overwrite: bool = False) -> Path:
         raise RuntimeError(f"convert_to_official failed (exit {proc.returncode}):\n"
                            + "\n".join(out))
     copied = _complete_model_dir(out_dir, base)
+    for path in out_dir.iterdir():  # safetensors files come out 0600; the model is meant to be shared
+        path.chmod(0o644)
     record = dict(config=str(config), checkpoint=str(checkpoint),
                   checkpoint_bytes=_bytes(checkpoint), base_model=str(base),
                   system_prompt=XTUNER_SYSTEM_PROMPT, added=copied,

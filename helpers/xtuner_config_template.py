@@ -343,27 +343,57 @@ class Recipe:
         if n_train is not None:
             if n_train < 1:
                 raise ValueError("the training set is empty (n_train=0)")
-            b, a = values["batch_size"], values["accumulative_counts"]
-            # LengthGroupedSampler pads to whole groups of batch x accumulation samples.
-            iters_per_epoch = a * math.ceil(n_train / (b * a))
+            iters_per_epoch = iterations_per_epoch(n_train, values["batch_size"],
+                                                   values["accumulative_counts"])
             total = iters_per_epoch * values["max_epochs"]
-            # mmengine converts the epoch fraction with int(): a short run's 3 % can be 0 or
-            # 1 iteration, which fails ("end should be larger than begin") or never warms up.
-            if int(values["warmup_ratio"] * total) < MIN_WARMUP_ITERS:
-                if total < 2 * MIN_WARMUP_ITERS:
-                    raise ValueError(f"{total} training iterations are too few for warm-up "
-                                     f"+ cosine decay; use more data or epochs")
-                new = round((MIN_WARMUP_ITERS + 0.5) / total, 6)
-                notes.append(f"warmup_ratio = {new} (course recipe: {values['warmup_ratio']}) - "
+            ratio = safe_warmup_ratio(values["warmup_ratio"], total)
+            if ratio != values["warmup_ratio"]:
+                notes.append(f"warmup_ratio = {ratio} (course recipe: {values['warmup_ratio']}) - "
                              f"{values['warmup_ratio']} of {total} iterations is less than "
                              f"{MIN_WARMUP_ITERS}: warm-up needs >= 2 steps below the full LR")
-                values["warmup_ratio"] = new
+                values["warmup_ratio"] = ratio
             interval = max(1, min(values["log_interval"], total // 20))
             if interval != values["log_interval"]:
                 notes.append(f"log_interval = {interval} (course recipe: "
                              f"{values['log_interval']}) - >= 20 logged points in {total} iterations")
                 values["log_interval"] = interval
         return cls(name="course", iters_per_epoch=iters_per_epoch, notes=tuple(notes), **values)
+
+
+def iterations_per_epoch(n_train: int, batch_size: int, accumulative_counts: int,
+                         world_size: int = 1) -> int:
+    """Training iterations of one epoch on each device.
+
+    XTuner's LengthGroupedSampler pads every device's share to whole groups of
+    ``batch_size x accumulative_counts`` samples.
+
+    Example:
+        >>> iterations_per_epoch(288, 4, 2), iterations_per_epoch(288, 4, 1, world_size=2)
+        (72, 36)
+    """
+    group = batch_size * accumulative_counts
+    return accumulative_counts * math.ceil(n_train / (world_size * group))
+
+
+def safe_warmup_ratio(ratio: float, total_iters: int) -> float:
+    """``ratio``, or the smallest ratio whose warm-up spans ``MIN_WARMUP_ITERS`` iterations.
+
+    mmengine converts the epoch fraction with int(): a short run's 3 % can be 0 or 1
+    iteration, which fails ("end should be larger than begin") or never warms up.
+
+    Raises:
+        ValueError: too few iterations for a warm-up and a decay.
+
+    Example:
+        >>> safe_warmup_ratio(0.03, 640), safe_warmup_ratio(0.03, 12)
+        (0.03, 0.291667)
+    """
+    if int(ratio * total_iters) >= MIN_WARMUP_ITERS:
+        return ratio
+    if total_iters < 2 * MIN_WARMUP_ITERS:
+        raise ValueError(f"{total_iters} training iterations are too few for warm-up + cosine "
+                         f"decay; use more data or epochs")
+    return round((MIN_WARMUP_ITERS + 0.5) / total_iters, 6)
 
 
 def _best_amp_dtype() -> str:

@@ -108,6 +108,22 @@ def test_split_batch_keeps_global_batch():
         finetune.split_batch(4, 2, 3)
 
 
+def test_distributed_options_keep_batch_and_warmup(tmp_path):
+    S = get_settings("tiny", batch_size=2, accumulative_counts=2, max_epochs=2)
+    config = finetune.write_config(S, tmp_path / "model", _train_json(tmp_path, 12), tmp_path,
+                                   tmp_path / "run")
+    values = finetune.config_values(config)
+    assert values["warmup_ratio"] == finetune.safe_warmup_ratio(0.03, 12)  # 12 iterations on 1 GPU
+    options = dict(o.split("=") for o in finetune.distributed_options(config, 2))
+    assert options["train_dataloader.batch_size"] == "2"
+    assert options["optim_wrapper.accumulative_counts"] == "1"
+    assert options["train_dataloader.sampler.per_device_batch_size"] == "2"
+    # 2 GPUs: 6 iterations each, so the warm-up ratio must grow to keep 3 warm-up steps
+    end = float(options["param_scheduler.0.end"])
+    assert end == float(options["param_scheduler.1.begin"])
+    assert int(end * 3) >= 3  # end is in epochs; 3 iterations an epoch per GPU
+
+
 def _fake_checkpoint(path: Path, payload: bytes = b"x" * 4096):
     with zipfile.ZipFile(path, "w") as z:  # the layout torch.save writes
         z.writestr("archive/data.pkl", payload)
