@@ -84,11 +84,13 @@ def _wrap(text: str, width: int) -> str:
     return "\n".join(textwrap.wrap(text, width)) or text
 
 
-def plot_composition(stats_by_split: dict):
+def plot_composition(stats_by_split: dict, top: int = 24):
     """Samples per cuisine, per dish and per question type, one bar per split.
 
     Args:
         stats_by_split: ``{"train": dataset_stats(...), "val": dataset_stats(...)}``.
+        top: most categories drawn per panel (the largest first; real FoodieQA has ~350
+            dishes); the panel title says how many there are in all.
 
     Returns:
         A Figure with three panels.
@@ -104,6 +106,7 @@ def plot_composition(stats_by_split: dict):
         names = []
         for stats in stats_by_split.values():  # first split's order (by size), then any others
             names += [r[key] for r in stats[table] if r[key] not in names]
+        total, names = len(names), names[:top]
         y = list(range(len(names)))[::-1]
         height = 0.8 / max(1, len(stats_by_split))
         for k, (split, stats) in enumerate(stats_by_split.items()):
@@ -112,7 +115,7 @@ def plot_composition(stats_by_split: dict):
             ax.barh(ys, [counts.get(n, 0) for n in names], height=height, label=split,
                     color=SPLIT_COLOURS.get(split))
         ax.set_yticks(y, names, fontsize=8 if len(names) > 12 else 9)
-        ax.set_title(f"samples per {key.replace('_', ' ')}")
+        ax.set_title(f"samples per {key.replace('_', ' ')}" + (f" (top {top} of {total})" if total > top else ""))
         ax.set_xlabel("samples")
     axes[0].legend(fontsize=8)
     return fig

@@ -66,6 +66,8 @@ def test_figures_have_their_panels(data):
 
     splits, root, stats = data
     assert len(plot_composition(stats).axes) == 3
+    fig = plot_composition(stats, top=5)
+    assert len(fig.axes[1].get_yticklabels()) == 5 and "(top 5 of 16)" in fig.axes[1].get_title()
     assert len(plot_answer_lengths(stats).axes) == 2
     fig = plot_image_sizes(stats, max_tiles=7)
     assert len(fig.axes) == 4
