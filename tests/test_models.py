@@ -363,8 +363,10 @@ def test_wqkv_rows_are_grouped_per_kv_head():
 
     cfg = InternLM2Config(hidden_size=128, num_attention_heads=4, num_key_value_heads=2, attn_implementation="eager")
     attn = InternLM2Attention(cfg, 0)
-    torch.nn.init.normal_(attn.wqkv.weight)
-    x = torch.randn(1, 6, 128)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # moderate scale: sharp softmaxes would only test float rounding
+        attn.wqkv.weight.copy_(torch.randn(attn.wqkv.weight.shape, generator=g) * 0.1)
+    x = torch.randn(1, 6, 128, generator=g)
     pos = torch.arange(6)[None]
     cos, sin = rotary_cos_sin(cfg, pos, 6, torch.float32)
     got, _ = attn(x, None, cos, sin)
@@ -380,7 +382,7 @@ def test_wqkv_rows_are_grouped_per_kv_head():
     k, v = k.repeat_interleave(2, dim=1), v.repeat_interleave(2, dim=1)
     ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
     ref = attn.wo(ref.transpose(1, 2).reshape(1, 6, 128))
-    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-4)
 
 
 def _remote_rotate(cos, sin):

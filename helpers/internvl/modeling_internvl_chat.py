@@ -18,6 +18,7 @@ import copy
 import torch
 from torch import nn
 from transformers import GenerationConfig
+from transformers.generation import GenerationMixin
 from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.modeling_utils import PreTrainedModel
 
@@ -35,8 +36,12 @@ INTERNVL2_SYSTEM_MESSAGE = (
 )
 
 
-class InternVLChatModel(PreTrainedModel):
+class InternVLChatModel(PreTrainedModel, GenerationMixin):
     """The InternVL2 chat model (parameter names as in the official checkpoint).
+
+    It inherits ``GenerationMixin`` explicitly, although its own :meth:`generate` hands the
+    work to the language model: that is what makes transformers 5 attach the checkpoint's
+    generation_config.json (with ``<|im_end|>`` as a stop id) to every loaded instance.
 
     Attributes:
         system_message: system prompt used by :meth:`chat` / :meth:`batch_chat`. Defaults to
