@@ -48,6 +48,8 @@ LOG_NAME = "train.log"
 CKPT_RE = re.compile(r"^iter_(\d+)\.pth$")
 ITER_RE = re.compile(r"Iter\(train\)\s*\[\s*(\d+)/(\d+)\]\s*(.*)")
 PAIR_RE = re.compile(r"(\w+): (\S+)")
+_RESTORE_SIGINT = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+                   "os.execv(sys.argv[1], sys.argv[1:])")
 REQUIREMENTS_HINT = "install requirements-xtuner.txt (the XTuner environment, .venv-xtuner)"
 
 
@@ -262,9 +264,13 @@ def launch(config, work_dir, *, gpus: int = 1, deepspeed: str | None = None,
     offset = log.tell()
     log.write(f"\n===== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd)}\n".encode())
     log.flush()
-    proc = subprocess.Popen(cmd, cwd=str(REPO_ROOT), env=child_env, stdout=log,
+    # A process started in the background inherits SIGINT as "ignored", and Python then
+    # never turns it into KeyboardInterrupt: the shim restores the default before exec, so
+    # stop() can interrupt training cleanly. Own session = own process group for stop().
+    proc = subprocess.Popen([_xtuner_python(xtuner), "-c", _RESTORE_SIGINT, *cmd],
+                            cwd=str(REPO_ROOT), env=child_env, stdout=log,
                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            start_new_session=True)  # own process group: stop() reaches workers
+                            start_new_session=True)
     return TrainRun(proc, work_dir, log_path, offset, log, cmd, resumed_from)
 
 
@@ -376,8 +382,11 @@ class TrainRun:
             if bar is not None:
                 bar.close()
 
-    def stop(self, timeout_s: float = 60.0) -> int | None:
+    def stop(self, timeout_s: float = 30.0) -> int | None:
         """Interrupt the whole process group (SIGINT, then SIGTERM, then SIGKILL).
+
+        Args:
+            timeout_s: how long each signal gets before the next, harder one.
 
         Returns:
             The exit status.
