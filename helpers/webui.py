@@ -469,11 +469,14 @@ def build_app(engine_or_model_path=None, settings=None, base_model=None, finetun
                                      height=220, allow_preview=False, elem_id="examples", visible=bool(examples))
                 model_choice = gr.Radio(pool.labels, value=default_label, label="模型", elem_id="model",
                                         visible=len(pool.labels) > 1)
-                with gr.Accordion("生成参数", open=False):
-                    max_new_tokens = gr.Slider(1, 1024, value=S.max_new_tokens, step=1, label="max_new_tokens")
-                    do_sample = gr.Checkbox(value=False, label="do_sample（关闭时为贪心解码，下面两项不起作用）")
-                    temperature = gr.Slider(0.05, 2.0, value=0.8, step=0.05, label="temperature")
-                    top_p = gr.Slider(0.05, 1.0, value=0.8, step=0.05, label="top_p")
+                with gr.Accordion("生成参数", open=False, elem_id="gen-settings"):
+                    max_new_tokens = gr.Slider(1, 1024, value=S.max_new_tokens, step=1, label="max_new_tokens",
+                                               elem_id="max-new-tokens")
+                    do_sample = gr.Checkbox(value=False, label="do_sample（关闭时为贪心解码，下面两项不起作用）",
+                                            elem_id="do-sample")
+                    temperature = gr.Slider(0.05, 2.0, value=0.8, step=0.05, label="temperature",
+                                            elem_id="temperature")
+                    top_p = gr.Slider(0.05, 1.0, value=0.8, step=0.05, label="top_p", elem_id="top-p")
             with gr.Column(scale=2):
                 chatbot = gr.Chatbot(label="对话", height=480, elem_id="chatbot", buttons=["copy"])
                 with gr.Row():
