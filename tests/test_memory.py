@@ -1,0 +1,106 @@
+"""Tests for helpers.memory: formulas against counted parameters, and their monotonicity."""
+import json
+
+import pytest
+
+from helpers.architecture import count_parameters
+from helpers.memory import (ADAM_BYTES, BF16, MODELS, activation_bytes, kv_cache_bytes_per_token, lora_parameters,
+                            memory_table, serving_memory, serving_table, trainable_parameters, training_memory)
+from helpers.models import tiny_config
+
+TINY = tiny_config(vocab_size=8011)
+
+
+def _tiny_model():
+    torch = pytest.importorskip("torch")
+    from helpers.internvl.configuration_internvl_chat import InternVLChatConfig
+    from helpers.internvl.modeling_internvl_chat import InternVLChatModel
+
+    with torch.device("meta"):
+        return InternVLChatModel(InternVLChatConfig(**json.loads(json.dumps(TINY))))
+
+
+def test_weight_bytes_match_counted_tiny_parameters():
+    model = _tiny_model()
+    counted = sum(p.numel() for p in model.parameters())
+    assert count_parameters(TINY)["total"] == counted
+    m = training_memory(TINY, "full", zero_stage=0, gpus=1)
+    assert m["weights"] == BF16 * counted
+    trainable = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("vision_model."))
+    assert m["trainable"] == trainable
+    assert m["optimizer"] == ADAM_BYTES * trainable
+    assert m["gradients"] == BF16 * trainable
+
+
+def test_lora_parameters_match_the_tiny_llm_linear_layers():
+    # LoRA rank r on Linear(in, out) adds r x (in + out); XTuner targets every LLM linear but the head.
+    torch = pytest.importorskip("torch")
+    llm = _tiny_model().language_model
+    linears = [(n, m) for n, m in llm.named_modules() if isinstance(m, torch.nn.Linear)]
+    assert {n.rsplit(".", 1)[-1] for n, _ in linears} == {"wqkv", "wo", "w1", "w2", "w3", "output"}
+    expected = sum(8 * (m.in_features + m.out_features) for n, m in linears if not n.endswith("output"))
+    assert lora_parameters(TINY, r=8) == expected
+
+
+def test_kv_cache_per_token_from_shapes():
+    # InternVL2-2B: 24 layers x 8 KV heads x head_dim 128, keys + values, bf16.
+    assert kv_cache_bytes_per_token(MODELS["InternVL2-2B"]) == 2 * 24 * 8 * 128 * 2
+    # tiny: 2 layers x 1 KV head x head_dim 64; tp cannot split one head further.
+    assert kv_cache_bytes_per_token(TINY) == 2 * 2 * 1 * 64 * 2
+    assert kv_cache_bytes_per_token(TINY, tp=4) == kv_cache_bytes_per_token(TINY)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_zero_stages_never_need_more_memory(name):
+    cfg = MODELS[name]
+    for method in ("lora", "full"):
+        totals = [training_memory(cfg, method, stage, gpus=8)["total"] for stage in (0, 1, 2, 3)]
+        assert totals == sorted(totals, reverse=True)
+        assert totals[3] < totals[0]
+        # one GPU: ZeRO partitions nothing
+        one = {training_memory(cfg, method, stage, gpus=1)["total"] for stage in (0, 1, 2, 3)}
+        assert len(one) == 1
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_serving_memory_falls_with_tp_and_grows_with_cache(name):
+    cfg = MODELS[name]
+    w = [serving_memory(cfg, tp)["weights"] for tp in (1, 2, 4, 8)]
+    assert w == sorted(w, reverse=True) and w[-1] < w[0]
+    assert serving_memory(cfg, 1, 1000)["total"] > serving_memory(cfg, 1, 10)["total"]
+    # the ViT is replicated, so tp=2 saves less than half
+    assert w[1] > w[0] / 2
+
+
+def test_lora_trains_far_fewer_parameters_than_full():
+    for cfg in MODELS.values():
+        assert trainable_parameters(cfg, "lora") < trainable_parameters(cfg, "full") / 10
+        lora = training_memory(cfg, "lora", 2, 1)
+        full = training_memory(cfg, "full", 2, 1)
+        assert lora["optimizer"] < full["optimizer"]
+
+
+def test_activation_estimate_behaves():
+    cfg = MODELS["InternVL2-2B"]
+    ckpt = activation_bytes(cfg, 3751, 4, checkpointing=True)
+    no_ckpt = activation_bytes(cfg, 3751, 4, checkpointing=False)
+    assert ckpt < no_ckpt
+    assert activation_bytes(cfg, 3751, 2) < ckpt
+    assert activation_bytes(cfg, 3751, 4, freeze_vit=False) > ckpt
+
+
+def test_models_and_tables():
+    assert round(count_parameters(MODELS["InternVL2-26B"])["total"] / 1e9, 1) == 25.5
+    rows = memory_table(gpus=(1, 8))
+    assert len(rows) == 3 * 2 * 2 * 2
+    assert all(r["total"] > 0 for r in rows)
+    assert [r["tp"] for r in serving_table(tps=(1, 2))][:2] == [1, 2]
+
+
+def test_bad_input_is_refused():
+    with pytest.raises(ValueError, match="zero_stage"):
+        training_memory(TINY, zero_stage=4)
+    with pytest.raises(ValueError, match="method"):
+        trainable_parameters(TINY, "qlora")
+    with pytest.raises(ValueError, match="tp"):
+        serving_memory(TINY, tp=0)
