@@ -175,6 +175,36 @@ def test_read_log_falls_back_to_text(tmp_path):
                      "memory": None, "grad_norm": 2.0}]
 
 
+def test_compat_fixes():
+    pytest.importorskip("xtuner")
+    import torch
+    import torch.distributed as dist
+
+    from helpers import xtuner_compat
+
+    created = xtuner_compat.ensure_process_group()
+    try:
+        assert dist.is_initialized() and dist.get_rank() == 0 and dist.get_world_size() == 1
+        assert xtuner_compat.ensure_process_group() is False  # an existing group is kept
+    finally:
+        if created:
+            dist.destroy_process_group()
+    # bf16 ViT features into an fp32 projector
+    proj = torch.nn.Sequential(torch.nn.LayerNorm(8), torch.nn.Linear(8, 4))
+    proj.register_forward_pre_hook(xtuner_compat._cast_input_to_weight_dtype)
+    assert proj(torch.randn(2, 8, dtype=torch.bfloat16)).dtype == torch.float32
+    # bitsandbytes 0.45 cannot import with triton 3.x: peft must stop dispatching to it
+    import peft.tuners.lora.model as lora_model
+    try:
+        import bitsandbytes  # noqa: F401
+        broken = False
+    except Exception:  # noqa: BLE001
+        broken = True
+    xtuner_compat.disable_broken_bitsandbytes()
+    if broken:
+        assert lora_model.is_bnb_available() is False and lora_model.is_bnb_4bit_available() is False
+
+
 # --------------------------------------------------------------------------- training (XTuner)
 def _tiny_model_dir() -> Path:
     S = get_settings("tiny")
