@@ -736,6 +736,19 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
+def _live_group_members(pgid: int) -> list:
+    """PIDs in process group ``pgid`` that have not exited (zombies count as gone); Linux /proc."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] not in ("Z", "X") and int(fields[2]) == pgid:
+            members.append(int(stat.parent.name))
+    return members
+
+
 _LIVE_SERVERS: "weakref.WeakSet" = weakref.WeakSet()
 
 
@@ -909,6 +922,9 @@ class ApiServer:
             os.killpg(self.proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+        deadline = time.monotonic() + timeout
+        while _live_group_members(self.proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)  # SIGKILL is delivered asynchronously; return once the group is really gone
         if self._log is not None:
             self._log.close()
             self._log = None
