@@ -664,6 +664,9 @@ def make_pipeline(model_path=None, engine: str | None = None, *, session_len: in
         raise FileNotFoundError(f"no checkpoint at {model_path} (config.json missing)")
     if engine == "transformers":
         return TransformersEngine(model_path, max_dynamic_patch=max_dynamic_patch, system_prompt=system_prompt)
+    ok, reason = server_available()
+    if not ok:
+        raise RuntimeError(f"engine 'lmdeploy' cannot run here: {reason}; use engine='transformers'")
     pipe = _build_lmdeploy(model_path, session_len or S.session_len,
                            cache_max_entry_count if cache_max_entry_count is not None else S.cache_max_entry_count,
                            tp or S.tp, system_prompt)
@@ -695,8 +698,11 @@ def describe_engine(pipe) -> str:
         return pipe.describe()
     import lmdeploy
 
+    import torch
+
     cfg = getattr(pipe, "backend_config", None)
-    parts = [f"engine=lmdeploy {lmdeploy.__version__} ({type(cfg).__name__ if cfg else '?'})", "device=cuda"]
+    parts = [f"engine=lmdeploy {lmdeploy.__version__} ({type(cfg).__name__ if cfg else '?'})",
+             f"device=cuda ({torch.cuda.get_device_name()})"]
     for name in ("tp", "session_len", "cache_max_entry_count", "max_batch_size"):
         if cfg is not None and getattr(cfg, name, None) is not None:
             parts.append(f"{name}={getattr(cfg, name)}")

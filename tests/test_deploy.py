@@ -76,6 +76,14 @@ def test_make_pipeline_rejects_unknown_engine_and_missing_checkpoint(tmp_path):
         deploy.make_pipeline(tmp_path, engine="transformers")
 
 
+def test_make_pipeline_says_why_lmdeploy_cannot_run(tiny_model_dir):
+    ok, reason = deploy.server_available()
+    if ok:
+        pytest.skip("LMDeploy can run here (GPU job)")
+    with pytest.raises(RuntimeError, match="use engine='transformers'"):
+        deploy.make_pipeline(tiny_model_dir, engine="lmdeploy")
+
+
 # --------------------------------------------------------------------------- transformers engine (tiny model)
 
 GREEDY = {"max_new_tokens": 8}
