@@ -236,14 +236,25 @@ def main(argv=None) -> int:
     config = json.loads((model_path / "config.json").read_text(encoding="utf-8"))
     bench = base.artifacts / "bench" / ("finetune-smoke" if args.smoke else "finetune")
     max_records = max(RECIPES[n]["batch"] * RECIPES[n]["accum"] for n in names) * args.iters
-    sizes = [(448, 448), (448, 336)] if args.smoke else PHOTO_SIZES  # smoke: 1 tile, seconds a step on CPU
+    sizes = [(448, 448)] if args.smoke else PHOTO_SIZES  # smoke: 1 tile (any 4:3 frame gives 13), quick on CPU
     train_json = make_dataset(bench / "data", max_records, args.images, sizes=sizes)
     shape = sample_shape(model_path, train_json, config.get("max_dynamic_patch", 12))
     print(f"data: {max_records} records, {args.images} photos, tiles {shape['tiles_min']}-{shape['tiles_max']} "
           f"(mean {shape['tiles']}), ~{shape['tokens']} tokens a sample")
     env = environment()
     peak = matmul_tflops() if cuda else None
-    rows, errors = [], {}
+    rows, errors, saved = [], {}, {}
+
+    def save(final: bool = False):
+        # Rewritten after every recipe: a run cut short keeps what it measured.
+        saved["path"] = write_results(
+            "finetune-smoke" if args.smoke else "finetune",
+            dict(environment=env, model=str(model_path), sample=shape, matmul=peak, iters=args.iters,
+                 warmup=args.warmup, deepspeed=args.deepspeed, rows=rows, errors=errors, complete=final,
+                 random_weights=True),
+            args.out_dir or (base.artifacts / "bench" / "results" if args.smoke else None), saved.get("path"),
+            quiet=not final)
+
     for name in names:
         r = RECIPES[name]
         cfg_path, work_dir = write_recipe_config(name, r, S, model_path, train_json, bench / "runs", args.iters,
@@ -274,6 +285,7 @@ def main(argv=None) -> int:
             errors[name] = f"{type(exc).__name__}: {exc}"
             print(f"[error] recipe {name}: {errors[name]}")
         rows.append(row)
+        save()
     cols = ["recipe", "batch", "accum", "checkpointing", "s_per_iter", "s_per_sample", "data_time", "peak_alloc_gb",
             "smi_peak_gib", "job_640_min", "model_tflop", "mfu"]
     print()
@@ -284,10 +296,7 @@ def main(argv=None) -> int:
             r["speedup_vs_upstream"] = round(up["s_per_sample"] / r["s_per_sample"], 2)
             print(f"{r['recipe']}: {r['speedup_vs_upstream']}x upstream's samples/s, nvidia-smi peak "
                   f"{r.get('smi_peak_gib')} GiB (lean goal: < 20 GB and >= 1.0x)")
-    write_results("finetune-smoke" if args.smoke else "finetune",
-                  dict(environment=env, model=str(model_path), sample=shape, matmul=peak, iters=args.iters,
-                       warmup=args.warmup, deepspeed=args.deepspeed, rows=rows, errors=errors, random_weights=True),
-                  args.out_dir or (base.artifacts / "bench" / "results" if args.smoke else None))
+    save(final=True)
     return 1 if errors else 0
 
 

@@ -322,7 +322,7 @@ def quantize_awq(model_path: Path, out_dir: Path, calib_samples: int, calib_seql
 
 
 # ----------------------------------------------------------------------------------------- main
-def summarise(rows: list, bound: dict) -> dict:
+def summarise(rows: list, bound: dict, quiet: bool = False) -> dict:
     """The goal ratios from the measured rows."""
     tf = next((r for r in rows if r["engine"] == "transformers"), None)
     lm = [r for r in rows if r["engine"] == "lmdeploy"]
@@ -337,6 +337,8 @@ def summarise(rows: list, bound: dict) -> dict:
         "awq_vs_bf16_decode": ratio(awq and awq["decode_tok_s"], bf16_ref and bf16_ref["decode_tok_s"]),
         "goals": GOALS,
     }
+    if quiet:
+        return out
     print("\nratios (goals: LMDeploy/transformers >= 4x at batch N; bf16 decode >= 45 % of the bound; "
           "w4a16/bf16 decode >= 1.8x)")
     for k, v in out.items():
@@ -388,11 +390,28 @@ def main(argv=None) -> int:
     bw = copy_bandwidth() if cuda else None
     requests = make_requests(args.requests, S.artifacts / "bench" / "serving-photos")
     rows, errors, extra = [], {}, {}
+    saved = {}
+
+    def save(final: bool = False) -> dict:
+        # Rewritten after every engine: a run cut short keeps what it measured.
+        context = (rows[0].get("prompt_tokens") or 0) + args.new_tokens // 2 if rows else args.new_tokens
+        bound = bandwidth_bound(config, context, bw and bw["copy_gbps"])
+        summary = summarise(rows, bound, quiet=not final)
+        saved["path"] = write_results(
+            "serving-smoke" if args.smoke else "serving",
+            dict(environment=env, model=str(model_path), config_parameters=count_parameters(config),
+                 requests=args.requests, new_tokens=args.new_tokens, copy_bandwidth=bw, bound=bound,
+                 variants={n: k for n, k in variants}, rows=rows, summary=summary, errors=errors,
+                 complete=final, random_weights=True, **extra),
+            args.out_dir or (S.artifacts / "bench" / "results" if args.smoke else None), saved.get("path"),
+            quiet=not final)
+        return bound
     if "transformers" in engines:
         rows.append(run_transformers(model_path, requests, args.new_tokens, args.requests,
                                      min(args.batch1_requests, args.requests), args.stream_requests,
                                      "cuda" if cuda else "cpu"))
         print_table(rows[-1:], [c for c in rows[-1] if c != "knobs"])
+        save()
     if cuda and "lmdeploy" in engines:
         for name, knobs in variants:
             try:
@@ -402,6 +421,7 @@ def main(argv=None) -> int:
             except Exception as exc:  # noqa: BLE001 - one failing variant must not lose the others' numbers
                 errors[f"lmdeploy:{name}"] = f"{type(exc).__name__}: {exc}"
                 print(f"[error] LMDeploy variant {name}: {errors[f'lmdeploy:{name}']}")
+            save()
     if "awq" in engines:
         awq_dir = Path(args.awq_dir) if args.awq_dir else model_path.parent / f"{model_path.name}-w4a16"
         if args.smoke:
@@ -421,21 +441,13 @@ def main(argv=None) -> int:
             except Exception as exc:  # noqa: BLE001
                 errors["awq"] = f"{type(exc).__name__}: {exc}"
                 print(f"[error] w4a16: {errors['awq']}")
-    context = (rows[0].get("prompt_tokens") or 0) + args.new_tokens // 2 if rows else args.new_tokens
-    bound = bandwidth_bound(config, context, bw and bw["copy_gbps"])
-    print(f"\nsingle-stream bound: {bound['bytes_per_step'] / 1e9:.2f} GB read per step at "
-          f"{bw and bw['copy_gbps']} GB/s -> {bound['bound_tok_s']} tok/s")
     cols = ["engine", "variant", "b1_tok_s", "b1_req_s", "bN_tok_s", "bN_req_s", "ttft_ms", "decode_tok_s",
             "decode_ms", "load_s"]
     print()
     print_table(rows, cols)
-    summary = summarise(rows, bound)
-    write_results("serving-smoke" if args.smoke else "serving",
-                  dict(environment=env, model=str(model_path), config_parameters=count_parameters(config),
-                       requests=args.requests, new_tokens=args.new_tokens, copy_bandwidth=bw, bound=bound,
-                       variants={n: k for n, k in variants}, rows=rows, summary=summary, errors=errors,
-                       random_weights=True, **extra),
-                  args.out_dir or (S.artifacts / "bench" / "results" if args.smoke else None))
+    bound = save(final=True)
+    print(f"single-stream bound: {bound['bytes_per_step'] / 1e9:.2f} GB read per step at "
+          f"{bw and bw['copy_gbps']} GB/s -> {bound['bound_tok_s']} tok/s")
     return 1 if errors else 0
 
 

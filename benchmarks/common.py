@@ -145,25 +145,33 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower() or "unknown"
 
 
-def write_results(name: str, data: dict, out_dir=None) -> Path:
+def write_results(name: str, data: dict, out_dir=None, path=None, quiet: bool = False) -> Path:
     """Write ``data`` (plus the environment) to ``<out_dir>/<name>-<date>-<card>.json``.
+
+    The benchmarks call it after every engine / recipe with the ``path`` of the first call, so
+    a run cut short still leaves the numbers measured so far.
 
     Args:
         name: benchmark name, e.g. ``"serving"``.
         data: JSON-serialisable results.
         out_dir: default ``benchmarks/results``.
+        path: rewrite this file instead of naming a new one.
+        quiet: do not print the path.
 
     Returns:
         The file written.
     """
     env = data.get("environment") or environment()
-    out = Path(out_dir) if out_dir else RESULTS_DIR
-    out.mkdir(parents=True, exist_ok=True)
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    path = out / f"{name}-{stamp}-{_slug(env['card'])}.json"
+    if path is None:
+        out = Path(out_dir) if out_dir else RESULTS_DIR
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / f"{name}-{stamp}-{_slug(env['card'])}.json"
+    path = Path(path)
     path.write_text(json.dumps({"name": name, "written": stamp, "environment": env, **data}, indent=2,
                                ensure_ascii=False, default=str) + "\n", encoding="utf-8")
-    print(f"results -> {path}")
+    if not quiet:
+        print(f"results -> {path}")
     return path
 
 
