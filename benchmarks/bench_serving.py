@@ -220,9 +220,12 @@ def run_lmdeploy(model_path: Path, requests: list, new_tokens: int, batch1_n: in
                     n = resp.generate_token_len
                     stamps.append((time.perf_counter(), n))
                 prompt_len = getattr(resp, "input_token_len", prompt_len)
+            if not stamps:
+                raise RuntimeError("LMDeploy's stream_infer yielded no tokens")
             ttft.append(stamps[0][0] - start)
             (t1, n1), (t2, n2) = stamps[0], stamps[-1]
-            decode.append((n2 - n1) / max(t2 - t1, 1e-9))
+            # One chunk only (nothing to time between): fall back to the whole request's rate.
+            decode.append((n2 - n1) / max(t2 - t1, 1e-9) if n2 > n1 else n2 / max(t2 - start, 1e-9))
         b1_sec = b1_tokens = 0
         for p in prompts[:batch1_n]:
             start = time.perf_counter()
