@@ -186,7 +186,10 @@ def run_recipe(name: str, config: Path, work_dir: Path, deepspeed: str | None, w
         shutil.rmtree(work_dir)
     t0 = time.perf_counter()
     with GpuMonitor(interval=0.5) as mon:
-        run = launch(config, work_dir, deepspeed=deepspeed, overwrite=True)
+        # NPROC_PER_NODE=1 makes `xtuner train` start torchrun, the form measured with DeepSpeed
+        # on one GPU before (shared/notes/xtuner-on-gpu.md).
+        env = {"NPROC_PER_NODE": "1"} if deepspeed else None
+        run = launch(config, work_dir, deepspeed=deepspeed, overwrite=True, env=env)
         code = run.wait(progress=False)
     wall = time.perf_counter() - t0
     rows = read_log(work_dir)
