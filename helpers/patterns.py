@@ -447,3 +447,61 @@ def strategy_costs(vis_tokens=1024, vis_dim=1024, llm_dim=2048, llm_layers=24, n
              models="Flamingo", tokens_in_sequence=0,
              params=count_params(resampler) + n_xattn * count_params(xattn)),
     ]
+
+
+def internvl_walkthrough(model, tokenizer, image, question: str, max_num: int | None = None) -> dict:
+    """Follow one image and one question through an InternVL2 model, stage by stage.
+
+    Recomputes by hand what ``model.chat`` does for the first generated token, checking each
+    hand-made step against the model's own method where it has one.
+
+    Args:
+        model: a loaded InternVL2 model (``helpers.models.load_model``).
+        tokenizer: its tokenizer.
+        image: a PIL image.
+        question: the user's question.
+        max_num: most tiles (default: the checkpoint's ``max_dynamic_patch``).
+
+    Returns:
+        ``{"stages": [(name, shape), ...], "num_tiles", "num_image_tokens", "prompt_tokens",
+        "next_token_id", "next_token"}``.
+    """
+    from helpers.tiling import to_pixel_values
+
+    max_num = max_num or model.config.max_dynamic_patch
+    dtype = next(model.parameters()).dtype
+    device = next(model.parameters()).device
+    stages = []
+    with torch.no_grad():
+        pv = to_pixel_values(image, max_num=max_num, image_size=model.config.force_image_size).to(device, dtype)
+        stages.append(("pixel_values (tiles, 3, H, W)", tuple(pv.shape)))
+        vit = model.vision_model(pixel_values=pv).last_hidden_state
+        stages.append(("InternViT output (tiles, 1 + patches, C_vit)", tuple(vit.shape)))
+        patches = vit[:, 1:, :]
+        side = math.isqrt(patches.shape[1])
+        grid = patches.reshape(patches.shape[0], side, side, -1)
+        stages.append(("class token dropped, as a grid (tiles, h, w, C_vit)", tuple(grid.shape)))
+        shuffled = pixel_shuffle(grid, model.config.downsample_ratio)
+        stages.append(("pixel shuffle (tiles, h/2, w/2, 4*C_vit)", tuple(shuffled.shape)))
+        tokens = model.mlp1(shuffled.flatten(1, 2))
+        stages.append(("mlp1 -> image tokens (tiles, 256, C_llm)", tuple(tokens.shape)))
+        torch.testing.assert_close(tokens, model.extract_feature(pv))  # the model's own path agrees
+        prompt, _ = model.build_prompt(question, None, [pv.shape[0]])
+        ids = tokenizer(prompt, return_tensors="pt").input_ids.to(device)
+        stages.append(("prompt token ids (1, L)", tuple(ids.shape)))
+        context_id = tokenizer.convert_tokens_to_ids("<IMG_CONTEXT>")
+        text = model.language_model.get_input_embeddings()(ids)
+        stages.append(("token embeddings (1, L, C_llm)", tuple(text.shape)))
+        embeds = splice_visual_tokens(ids, text, tokens, context_id)
+        stages.append(("<IMG_CONTEXT> rows replaced by image tokens (1, L, C_llm)", tuple(embeds.shape)))
+        logits = model.language_model(inputs_embeds=embeds).logits
+        stages.append(("LLM logits (1, L, vocab)", tuple(logits.shape)))
+        next_id = int(logits[0, -1].argmax())
+        model.img_context_token_id = context_id
+        generated = model.generate(pixel_values=pv, input_ids=ids, attention_mask=torch.ones_like(ids),
+                                   max_new_tokens=1, do_sample=False)
+        if int(generated[0, -1]) != next_id:
+            raise AssertionError(f"hand-made next token {next_id} != model.generate's {int(generated[0, -1])}")
+    return dict(stages=stages, num_tiles=int(pv.shape[0]), num_image_tokens=int((ids == context_id).sum()),
+                prompt_tokens=int(ids.shape[1]), next_token_id=next_id,
+                next_token=tokenizer.decode([next_id]))

@@ -28,16 +28,38 @@ def figure(figsize=(8, 3.5), dpi: int = DPI):
         from matplotlib.figure import Figure
     except ImportError as exc:
         raise ImportError("plotting needs matplotlib; install requirements-xtuner.txt") from exc
+    _inline_once()
     return Figure(figsize=figsize, dpi=dpi, layout="constrained")
+
+
+_INLINE = {"done": False}
+
+
+def _inline_once() -> None:
+    """In a Jupyter kernel, switch on the inline backend once.
+
+    A pyplot-free Figure is shown as a cell's value only when the inline backend has
+    registered its PNG formatter, which otherwise happens only when pyplot is first used.
+    """
+    if _INLINE["done"]:
+        return
+    _INLINE["done"] = True
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is not None and getattr(shell, "kernel", None) is not None:
+        shell.run_line_magic("matplotlib", "inline")
 
 
 def _fmt(value) -> str:
     if isinstance(value, float) and not value.is_integer():
         return f"{value:.3g}"
     value = int(value)
-    for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+    for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e4)):
         if abs(value) >= size:
-            return f"{value / size:.3g}{unit}"
+            return f"{value / size:.3g}{unit}" if unit != "k" else f"{value / 1e3:.3g}k"
     return str(value)
 
 
