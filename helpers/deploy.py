@@ -672,7 +672,9 @@ def make_pipeline(model_path=None, engine: str | None = None, *, session_len: in
                            tp or S.tp, system_prompt)
     pipe.engine_name = "lmdeploy"
     pipe.model_path = model_path
-    pipe.max_concurrency = int(getattr(pipe.backend_config, "max_batch_size", None) or 8)
+    # LMDeploy batches concurrent requests itself (max_batch_size defaults to hundreds on big GPUs);
+    # the web UI lets this many in at once and queues the rest.
+    pipe.max_concurrency = min(int(getattr(pipe.backend_config, "max_batch_size", None) or 8), 32)
     if max_dynamic_patch:
         # LMDeploy's InternVL preprocessing reads the tile limit from the checkpoint config it holds.
         vl_config = getattr(getattr(getattr(pipe.async_engine, "vl_encoder", None), "model", None), "config", None)
