@@ -3,8 +3,6 @@ generation-config handling, and ApiServer process management (a stand-in HTTP se
 the real ``lmdeploy serve api_server`` in the GPU job)."""
 from __future__ import annotations
 
-import json
-import os
 import sys
 import textwrap
 import urllib.error
