@@ -256,3 +256,27 @@ def test_gpu_monitor_explains_a_missing_gpu(monkeypatch):
     with gpu.GpuMonitor(interval=0.01) as mon:
         pass
     assert mon.samples == 0 and mon.report().startswith("GPU memory: not measured")
+
+
+# --------------------------------------------------------------------------- run folders
+def test_runs_never_reuse_a_folder_and_point_at_the_latest_finished_one(tmp_path):
+    from types import SimpleNamespace
+
+    from helpers.runs import latest_run, list_runs, new_run_dir, record_run
+
+    S = SimpleNamespace(runs_dir=tmp_path)
+    with pytest.raises(FileNotFoundError, match="run notebook 05 first"):
+        latest_run(S)
+    first, second = new_run_dir(S), new_run_dir(S)
+    assert first != second and first.is_dir() and second.is_dir()
+    for run in (first, second):
+        (run / "merged").mkdir()
+        (run / "merged" / "config.json").write_text("{}")
+    record_run(first, merged=str(first / "merged"), train_s=1.0)
+    record_run(second, train_s=2.0)  # not finished: no merged model, the pointer stays
+    assert latest_run(S)["run_dir"] == str(first)
+    record_run(second, merged=str(second / "merged"))
+    assert latest_run(S)["train_s"] == 2.0 and len(list_runs(S)) == 2
+    with pytest.raises(FileNotFoundError, match="has no config.json"):
+        record_run(first, merged=str(tmp_path / "nowhere"))
+    assert latest_run(S)["merged"] == str(second / "merged")  # the refused record changed nothing
