@@ -280,3 +280,19 @@ def test_runs_never_reuse_a_folder_and_point_at_the_latest_finished_one(tmp_path
     with pytest.raises(FileNotFoundError, match="has no config.json"):
         record_run(first, merged=str(tmp_path / "nowhere"))
     assert latest_run(S)["merged"] == str(second / "merged")  # the refused record changed nothing
+
+
+def test_gpu_monitor_keeps_the_peak(monkeypatch):
+    import helpers.gpu as gpu
+
+    readings = iter([1000.0, 5000.0, 3000.0] + [2000.0] * 1000)
+    monkeypatch.setattr(gpu, "gpu_available", lambda: (True, ""))
+    monkeypatch.setattr(gpu, "gpu_snapshot", lambda: [dict(index=0, name="Fake GPU", used_mib=next(readings),
+                                                           total_mib=81920.0, util_pct=50.0)])
+    mon = gpu.GpuMonitor(interval=0.001)
+    mon._sample(), mon._sample(), mon._sample()  # what the thread does, made deterministic
+    assert mon.peak_mib == {0: 5000.0} and mon.baseline_mib == {0: 1000.0}
+    assert "peak 4.9 GiB of 80 GiB" in mon.report() and "in use before: 1.0 GiB" in mon.report()
+    with mon:  # the thread samples too and stops cleanly
+        pass
+    assert mon.samples > 3
