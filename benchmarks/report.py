@@ -1,0 +1,125 @@
+"""Render the latest benchmark results (benchmarks/results/*.json) as markdown, into benchmarks/README.md.
+
+Numbers in the README come only from here, never typed: run it after a GPU run has written its JSON.
+
+Usage:
+    python benchmarks/report.py            # print the tables
+    python benchmarks/report.py --write    # also replace the results section of benchmarks/README.md
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+
+
+def latest(kind: str, results: Path = HERE / "results") -> Path | None:
+    """Newest results file of one benchmark (`serving` or `finetune`), by the timestamp in its name."""
+    files = sorted(results.glob(f"{kind}-*.json"))
+    return files[-1] if files else None
+
+
+def _table(rows: list[dict], cols: list[str]) -> list[str]:
+    def fmt(v):
+        if isinstance(v, float):
+            return f"{v:,.3g}" if abs(v) < 100 else f"{v:,.0f}"
+        return "—" if v is None else str(v)
+
+    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    out += ["| " + " | ".join(fmt(r.get(c)) for c in cols) + " |" for r in rows]
+    return out
+
+
+def _env(d: dict) -> str:
+    e = d["environment"]
+    v = {k: x for k, x in e["versions"].items() if x}
+    return f"{e['card']} ({e['gpus']} GPU), Python {e['python']}, " + ", ".join(f"{k} {x}" for k, x in v.items())
+
+
+def _verdict(value, goal, higher=True) -> str:
+    if value is None:
+        return "not measured"
+    met = value >= goal if higher else value <= goal
+    return f"{value:.2f} (goal {'≥' if higher else '≤'} {goal}: {'met' if met else 'not met'})"
+
+
+def serving_section(path: Path) -> list[str]:
+    d = json.loads(path.read_text())
+    s, g = d["summary"], d["summary"]["goals"]
+    rows = d["rows"]
+    by = {(r["engine"], r["variant"]): r for r in rows}
+    tf = next((r for r in rows if r["engine"] == "transformers"), None)
+    best = max((r for r in rows if r["engine"] == "lmdeploy"), key=lambda r: r["bN_tok_s"] or 0, default=None)
+    lines = [f"### Serving — `{path.name}`", "", f"{_env(d)}; {d['requests']} requests, {d['new_tokens']} forced new tokens, "
+             f"random weights (speed only).", ""]
+    lines += _table(rows, ["engine", "variant", "b1_tok_s", "bN_tok_s", "bN_req_s", "ttft_ms", "decode_tok_s",
+                           "decode_ms", "load_s"])
+    lines += ["", f"Bandwidth bound: {d['bound']['bytes_per_step'] / 1e9:.2f} GB of LLM weights per decode step at "
+              f"{d['copy_bandwidth']['copy_gbps']:,.0f} GB/s (copy measured in the same run) → "
+              f"{d['bound']['bound_tok_s']:,.0f} tok/s single-stream.", ""]
+    if tf and best:
+        lines.append(f"- Best LMDeploy variant (`{best['variant']}`) / transformers at batch {best['batch']}: "
+                     + _verdict(best["bN_tok_s"] / tf["bN_tok_s"], g["lmdeploy_vs_transformers_batch"]))
+        lines.append(f"- Its single-stream decode / bound: "
+                     + _verdict(best["decode_tok_s"] / d["bound"]["bound_tok_s"], g["decode_vs_bound"]))
+    lines.append(f"- `recommended` variant / transformers at batch N: "
+                 + _verdict(s["recommended_vs_transformers_bN_tok_s"], g["lmdeploy_vs_transformers_batch"]))
+    lines.append("- w4a16 / bf16 single-stream decode: " + _verdict(s["awq_vs_bf16_decode"], g["awq_vs_bf16_decode"]))
+    if d.get("errors"):
+        lines.append(f"- Errors recorded: {d['errors']}")
+    return lines
+
+
+def finetune_section(path: Path) -> list[str]:
+    d = json.loads(path.read_text())
+    rows = d["rows"]
+    up = next((r for r in rows if r["recipe"] == "upstream"), None)
+    for r in rows:
+        r["speedup"] = up and r["s_per_sample"] and up["s_per_sample"] / r["s_per_sample"]
+    sample = d["sample"]
+    lines = [f"### Fine-tuning — `{path.name}`", "", f"{_env(d)}; {d['iters']} iterations per recipe "
+             f"(median after {d['warmup']}), `--deepspeed {d['deepspeed']}`, {sample['tiles']:.1f} tiles "
+             f"({sample['tiles_min']}–{sample['tiles_max']}) and ~{sample['tokens']:,} tokens a sample; bf16 matmul "
+             f"measured at {d['matmul']['bf16_tflops']:.0f} TFLOP/s.", ""]
+    lines += _table(rows, ["recipe", "batch", "accum", "checkpointing", "s_per_sample", "speedup", "peak_alloc_gb",
+                           "smi_peak_gib", "job_640_min", "mfu"])
+    lines.append("")
+    for r in rows:
+        if r["recipe"] == "recommended":
+            lines.append("- recommended / upstream samples/s: " + _verdict(r["speedup"], 1.8))
+        if r["recipe"] == "lean":
+            lines.append("- lean nvidia-smi peak (GiB): " + _verdict(r["smi_peak_gib"], 20, higher=False)
+                         + "; lean / upstream samples/s: " + _verdict(r["speedup"], 1.0))
+    return lines
+
+
+def render() -> str:
+    parts = []
+    for kind, fn in (("serving", serving_section), ("finetune", finetune_section)):
+        p = latest(kind)
+        parts += fn(p) + [""] if p else [f"_No {kind} results yet._", ""]
+    return "\n".join(parts).rstrip() + "\n"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--write", action="store_true", help="replace the results section of benchmarks/README.md")
+    args = ap.parse_args(argv)
+    text = render()
+    print(text)
+    if args.write:
+        readme = HERE / "README.md"
+        src = readme.read_text()
+        if BEGIN not in src or END not in src:
+            raise SystemExit(f"{readme}: markers {BEGIN} / {END} not found")
+        head, rest = src.split(BEGIN, 1)
+        _, tail = rest.split(END, 1)
+        readme.write_text(head + BEGIN + "\n" + text + END + tail)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
