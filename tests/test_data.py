@@ -1,6 +1,7 @@
 """Tests for helpers.data: FoodieQA -> LLaVA conversion, split, EXIF baking, stats, CLI."""
 from __future__ import annotations
 
+import copy
 import json
 import os
 import random
@@ -270,7 +271,7 @@ def test_stats_match_xtuner_dataset(foodie, tmp_path):
     root, _ = foodie
     rep = convert(root, tmp_path / "out", val_fraction=0.0)
     train = load_llava(tmp_path / "out" / "train.json")
-    ds = InternVL_V1_5_Dataset(str(S.tiny_model_path), PROMPT_TEMPLATE.internlm2_chat,
+    ds = InternVL_V1_5_Dataset(str(S.tiny_model_path), copy.deepcopy(PROMPT_TEMPLATE.internlm2_chat),
                                [str(tmp_path / "out" / "train.json")], [rep.image_root], max_length=S.max_length)
     tok = AutoTokenizer.from_pretrained(str(S.tiny_model_path), trust_remote_code=True)
     stats = dataset_stats(train, rep.image_root, tokenizer=tok, settings=S)

@@ -24,9 +24,20 @@ COLOURS = {"番茄炒蛋": (220, 40, 30), "青椒肉丝": (40, 170, 60), "蓝莓
 
 
 def course_settings(**changes):
-    """The full course recipe (what a GPU run uses), without needing InternVL2-2B on disk."""
-    return get_settings("tiny").replace(optim_wrapper="amp", dataloader_num_workers=4,
-                                        max_epochs=10, **changes)
+    """The full course recipe (what a GPU run uses), without needing InternVL2-2B on disk.
+
+    Every recipe field the tiny profile overrides goes back to its course default, so the tests follow
+    the tiny profile as it changes (max_dynamic_patch stays: it is the tiny checkpoint's own value).
+    """
+    import dataclasses
+
+    from helpers.settings import Settings
+
+    tiny = get_settings("tiny")
+    course = {f.name: f.default for f in dataclasses.fields(Settings)
+              if f.default is not dataclasses.MISSING and f.name != "max_dynamic_patch"
+              and getattr(tiny, f.name) != f.default}
+    return tiny.replace(**{**course, **changes})
 
 
 # --------------------------------------------------------------------------- pure tests
@@ -61,7 +72,7 @@ def test_render_config_has_recipe_values(tmp_path):
 
 
 def test_tiny_profile_overrides_are_explained(tmp_path):
-    S = get_settings("tiny", max_epochs=2)
+    S = get_settings("tiny", max_epochs=2, accumulative_counts=2)
     text = finetune.render_config(S, tmp_path / "model", _train_json(tmp_path, 20),
                                   tmp_path, tmp_path / "run")
     assert "type=OptimWrapper" in text and "type=AmpOptimWrapper" not in text
