@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import textwrap
+import unicodedata
 
 from helpers.plots import figure
 
@@ -44,6 +45,8 @@ def to_english(text: str) -> str:
 
 
 def _label(text: str, cjk: bool) -> str:
+    # An untrained model can emit private-use or unassigned code points: no font draws them.
+    text = "".join("\ufffd" if unicodedata.category(ch) in ("Co", "Cn", "Cs") else ch for ch in text)
     return text if cjk else to_english(text)
 
 

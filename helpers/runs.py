@@ -79,7 +79,7 @@ def record_run(run_dir, **info) -> dict:
     Raises:
         FileNotFoundError: ``merged`` is given but holds no ``config.json``.
     """
-    run_dir = Path(run_dir)
+    run_dir = Path(run_dir).resolve()  # the record is read from other working directories (notebooks/)
     if info.get("merged") and not (Path(info["merged"]) / "config.json").is_file():
         raise FileNotFoundError(f"{run_dir}: merged model {info['merged']} has no config.json")
     path = run_dir / RUN_RECORD
