@@ -12,12 +12,12 @@ Example:
 """
 from __future__ import annotations
 
-import textwrap
 import unicodedata
 
 from helpers.plots import figure
 
 PICKS = ("mixed", "first", "wrong", "right")
+QUESTION_TYPES = {"cuisine_type": "菜系题", "food_name": "菜名题"}  # short labels for the gallery
 
 
 def cjk_available() -> bool:
@@ -68,7 +68,7 @@ def plot_comparison(results, keys=("question_type", "cuisine"), title: str | Non
     first = next(iter(results.values()))
     groups = {k: sorted({r[k] for r in first.rows}) for k in keys}
     heights = [len(g) + (1 if i == 0 else 0) for i, g in enumerate(groups.values())]
-    fig = figure((10, 0.32 * max(heights) * len(results) + 1.6))
+    fig = figure((10, max(3.0, 0.16 * max(heights) * len(results) + 1.2)))
     axes = fig.subplots(1, len(keys), squeeze=False)[0]
     bar = 0.8 / len(results)
     for ax, (key, names) in zip(axes, groups.items()):
@@ -80,7 +80,6 @@ def plot_comparison(results, keys=("question_type", "cuisine"), title: str | Non
             ax.barh(ys, [100 * v for v in values], height=bar, label=label)
         ax.set_yticks(range(len(labels))[::-1], [_label(x, cjk) for x in labels], fontsize=8)
         ax.set(xlim=(0, 100), xlabel="accuracy (%)", title=f"by {key}")
-        ax.axvline(100 / 4, color="grey", ls=":", lw=1)  # chance level of a four-way choice
         ax.grid(axis="x", alpha=0.3)
     axes[0].legend(fontsize=8, loc="lower right")
     if title:
@@ -116,6 +115,18 @@ def _pick_rows(results: dict, n: int, pick: str) -> list:
     return chosen
 
 
+def _clip(text: str, width: int) -> str:
+    """Cut ``text`` to ``width`` display columns (a CJK character takes two), ending in "…"."""
+    out, used = [], 0
+    for ch in text:
+        w = 2 if unicodedata.east_asian_width(ch) in "WF" else 1
+        if used + w > width - 1:
+            return "".join(out) + "…"
+        out.append(ch)
+        used += w
+    return text
+
+
 def gallery(results, n: int = 8, cols: int = 4, pick: str = "mixed", thumb: int = 224):
     """Photos with the reference and each result's answer (✓/✗) under them.
 
@@ -143,8 +154,8 @@ def gallery(results, n: int = 8, cols: int = 4, pick: str = "mixed", thumb: int 
     cjk = cjk_available()
     cols = min(cols, len(indices))
     rows_n = -(-len(indices) // cols)
-    lines_per = 2 + 2 * len(results)
-    fig = figure((3.1 * cols, rows_n * (2.4 + 0.16 * lines_per)))
+    width = 44  # display columns per text line: what fits 3.1 inches at 7 pt
+    fig = figure((3.1 * cols, rows_n * (2.6 + 0.14 * (1 + len(results)))))
     axes = fig.subplots(rows_n, cols, squeeze=False)
     for ax in axes.flat:
         ax.set_axis_off()
@@ -154,11 +165,11 @@ def gallery(results, n: int = 8, cols: int = 4, pick: str = "mixed", thumb: int 
             img = img.convert("RGB")
             img.thumbnail((thumb, thumb))
         ax.imshow(img)
-        text = [_label(f"问：{row['question_type']}", cjk), _label(f"参考：{row['reference']}", cjk)]
+        qtype = QUESTION_TYPES.get(row["question_type"], row["question_type"])
+        text = [f"{qtype} | 参考：{row['reference']}"]
         for label, rows in by_id.items():
             r = rows.get(row["id"])
             answer = (r["answer"] or "(空)").replace("\n", " ") if r else "(未评测)"
-            mark = "✓" if r and r["correct"] else "✗"
-            text.append(f"{mark} {label}：" + textwrap.shorten(_label(answer, cjk), 40, placeholder="…"))
-        ax.set_title("\n".join(text), fontsize=7, loc="left")
+            text.append(f"{'✓' if r and r['correct'] else '✗'} {label}：{answer}")
+        ax.set_title("\n".join(_clip(_label(t, cjk), width) for t in text), fontsize=7, loc="left")
     return fig
