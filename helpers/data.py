@@ -231,9 +231,11 @@ def foodieqa_to_llava(sivqa_file, image_root, out_dir, val_fraction: float = 0.2
                      "food_file": meta["food_file"], "source_index": i},
         })
     out.mkdir(parents=True, exist_ok=True)
-    for split, rows in splits.items():
+    # train.json last: the notebooks convert again when it is missing, so a conversion killed
+    # between the two files never leaves a train.json without its val.json.
+    for split in ("val", "train"):
         tmp = out / f".{split}.json.tmp"
-        tmp.write_text(json.dumps(rows, ensure_ascii=False, indent=1), encoding="utf-8")
+        tmp.write_text(json.dumps(splits[split], ensure_ascii=False, indent=1), encoding="utf-8")
         os.replace(tmp, out / f"{split}.json")  # readers never see a half-written file
     rep.converted, rep.skipped = len(good), len(bad)
     rep.train, rep.val = len(splits["train"]), len(splits["val"])

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
@@ -188,10 +189,16 @@ class EvalResult:
                 f"in {self.seconds:.0f} s with {self.engine}")
 
     def save(self, path) -> Path:
-        """Write the result as JSON (rows included); returns the path."""
+        """Write the result as JSON (rows included); returns the path.
+
+        The file is replaced in one step: an evaluation killed while saving leaves the earlier
+        file whole.
+        """
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(asdict(self), ensure_ascii=False, indent=1), encoding="utf-8")
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(asdict(self), ensure_ascii=False, indent=1), encoding="utf-8")
+        os.replace(tmp, path)
         return path
 
     @classmethod

@@ -562,7 +562,9 @@ def convert(config, checkpoint, out_dir, overwrite: bool = False) -> Path:
         config: the training config.
         checkpoint: an ``iter_N.pth`` of that training (e.g. ``TrainResult.checkpoint``).
         out_dir: new model directory.
-        overwrite: replace ``out_dir`` when it already exists.
+        overwrite: replace ``out_dir`` when it already exists. The new model is built beside
+            it and swapped in only once complete, so a failed or interrupted conversion leaves
+            the earlier model as it was.
 
     Returns:
         ``out_dir``.
@@ -576,30 +578,44 @@ def convert(config, checkpoint, out_dir, overwrite: bool = False) -> Path:
     problem = checkpoint_problem(checkpoint)
     if problem:
         raise ValueError(f"checkpoint {checkpoint} {problem}")
-    if out_dir.exists() and any(out_dir.iterdir()):
-        if not overwrite:
-            raise FileExistsError(f"{out_dir} exists; pass overwrite=True to replace it")
-        shutil.rmtree(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+        raise FileExistsError(f"{out_dir} exists; pass overwrite=True to replace it")
     base = Path(config_values(config).get("path", ""))
     xtuner = _xtuner_executable()
+    # Built beside out_dir and renamed into place when complete: a conversion that fails or is
+    # killed never leaves a half-written model under the name notebooks and run records use.
+    building = out_dir.parent / f".{out_dir.name}.converting"
+    shutil.rmtree(building, ignore_errors=True)  # what a killed conversion left
+    building.parent.mkdir(parents=True, exist_ok=True)
     cmd = [_xtuner_python(xtuner), "-m", "xtuner.configs.internvl.v1_5.convert_to_official",
-           str(config), str(checkpoint), str(out_dir)]
+           str(config), str(checkpoint), str(building)]
     started = time.time()
-    proc = subprocess.run(cmd, cwd=str(REPO_ROOT), env=_child_env(xtuner.parent, None),
-                          capture_output=True, text=True)
-    if proc.returncode != 0 or not (out_dir / "config.json").exists():
-        out = (proc.stdout + proc.stderr).splitlines()[-40:]
-        raise RuntimeError(f"convert_to_official failed (exit {proc.returncode}):\n"
-                           + "\n".join(out))
-    copied = _complete_model_dir(out_dir, base)
-    for path in out_dir.iterdir():  # safetensors files come out 0600; the model is meant to be shared
-        path.chmod(0o644)
-    record = dict(config=str(config), checkpoint=str(checkpoint),
-                  checkpoint_bytes=_bytes(checkpoint), base_model=str(base),
-                  system_prompt=XTUNER_SYSTEM_PROMPT, added=copied,
-                  convert_s=round(time.time() - started, 1))
-    (out_dir / "conversion.json").write_text(json.dumps(record, ensure_ascii=False, indent=2),
-                                             encoding="utf-8")
+    try:
+        proc = subprocess.run(cmd, cwd=str(REPO_ROOT), env=_child_env(xtuner.parent, None),
+                              capture_output=True, text=True)
+        if proc.returncode != 0 or not (building / "config.json").exists():
+            out = (proc.stdout + proc.stderr).splitlines()[-40:]
+            raise RuntimeError(f"convert_to_official failed (exit {proc.returncode}):\n"
+                               + "\n".join(out))
+        copied = _complete_model_dir(building, base)
+        for path in building.iterdir():  # safetensors come out 0600; the model is meant to be shared
+            path.chmod(0o644)
+        record = dict(config=str(config), checkpoint=str(checkpoint),
+                      checkpoint_bytes=_bytes(checkpoint), base_model=str(base),
+                      system_prompt=XTUNER_SYSTEM_PROMPT, added=copied,
+                      convert_s=round(time.time() - started, 1))
+        (building / "conversion.json").write_text(json.dumps(record, ensure_ascii=False, indent=2),
+                                                  encoding="utf-8")
+        if out_dir.exists():  # overwrite=True (or an empty folder): the old model goes only now
+            replaced = out_dir.parent / f".{out_dir.name}.replaced"
+            shutil.rmtree(replaced, ignore_errors=True)
+            os.replace(out_dir, replaced)
+            os.replace(building, out_dir)
+            shutil.rmtree(replaced)
+        else:
+            os.replace(building, out_dir)
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
     return out_dir
 
 

@@ -87,7 +87,7 @@ def record_run(run_dir, **info) -> dict:
     record.update(info)
     record["updated"] = time.strftime("%Y-%m-%d %H:%M:%S")
     _write_json(path, record)
-    if record.get("merged"):
+    if info.get("merged"):  # only a new model moves the pointer, not a note added to an older run
         _write_json(run_dir.parent / LATEST, {"run_dir": str(run_dir)})
     return record
 
