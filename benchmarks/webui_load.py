@@ -11,6 +11,8 @@ Usage (against a running UI, or let the script start and stop one):
     python -m helpers.webui --model artifacts/models/internvl2-tiny --port 7860 &
     python benchmarks/webui_load.py --url http://127.0.0.1:7860/
     python benchmarks/webui_load.py --start --quick          # CI: < 2 min on a 2-core CPU, tiny model
+    python benchmarks/webui_load.py --start --engine lmdeploy --model artifacts/models/internvl2-tiny \
+        --json benchmarks/results/webui-load.json --server-log benchmarks/results/webui-load.server.log   # GPU
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import argparse
 import json
 import os
 import random
+import re
 import signal
 import statistics
 import subprocess
@@ -152,6 +155,7 @@ def main(argv=None) -> int:
     parser.add_argument("--timeout", type=float, default=900, help="whole run, seconds (then it stops)")
     parser.add_argument("--quick", action="store_true", help="CI size: 4 sessions x 3 turns, 8 tokens, 100 s")
     parser.add_argument("--json", default=None, help="also write the summary here")
+    parser.add_argument("--server-log", default=None, help="keep the started UI's log here (default: a temp folder)")
     args = parser.parse_args(argv)
     if args.quick:
         args.sessions, args.turns, args.max_new_tokens, args.timeout = 4, 3, 8, min(args.timeout, 100)
@@ -160,16 +164,20 @@ def main(argv=None) -> int:
 
     work = Path(tempfile.mkdtemp(prefix="webui-load-"))
     proc = log = None
+    server_log = Path(args.server_log) if args.server_log else work / "webui.log"
     t_start = time.monotonic()
+    started_s = None
     try:
         if args.start:
             from helpers.deploy import free_port
 
             port = free_port()
             url = f"http://127.0.0.1:{port}/"
-            proc, log = _start_ui(args.model, port, args.engine, work / "webui.log")
-            _wait_up(url, proc, 240, work / "webui.log")
-            print(f"started web UI at {url} in {time.monotonic() - t_start:.1f} s (log {work / 'webui.log'})")
+            server_log.parent.mkdir(parents=True, exist_ok=True)
+            proc, log = _start_ui(args.model, port, args.engine, server_log)
+            _wait_up(url, proc, 240, server_log)
+            started_s = round(time.monotonic() - t_start, 1)
+            print(f"started web UI at {url} in {started_s} s (log {server_log})")
         else:
             url = args.url or f"http://127.0.0.1:{S.webui_port}/"
             url = url if url.endswith("/") else url + "/"
@@ -201,8 +209,13 @@ def main(argv=None) -> int:
                                                                            for h in hung]
     leaks = [f"{s.name}: {x}" for s in sessions for x in s.leaks]
     turns_done = sum(s.done_turns for s in sessions)
+    # The UI prints "engine: X; models: [...]; concurrency N" when it starts (helpers.webui.main).
+    served = re.search(r"engine: (\w+);.*concurrency (\d+)",
+                       server_log.read_text(errors="replace") if server_log.is_file() else "")
     summary = {
-        "url": url, "sessions": args.sessions, "turns_per_session": args.turns, "max_new_tokens": args.max_new_tokens,
+        "url": url, "engine": served.group(1) if served else None,
+        "concurrency": int(served.group(2)) if served else None, "ui_start_s": started_s,
+        "sessions": args.sessions, "turns_per_session": args.turns, "max_new_tokens": args.max_new_tokens,
         "turns_done": turns_done, "turns_planned": args.sessions * args.turns, "wall_s": round(wall, 2),
         "p50_s": round(_pct(latencies, 0.50), 3), "p95_s": round(_pct(latencies, 0.95), 3),
         "max_s": round(max(latencies), 3) if latencies else None,
@@ -210,7 +223,8 @@ def main(argv=None) -> int:
         "turns_per_s": round(turns_done / wall, 3) if wall else None,
         "failures": failures, "leaks": leaks,
     }
-    print(f"{args.sessions} sessions x {args.turns} turns ({args.max_new_tokens} new tokens): "
+    print(f"{args.sessions} sessions x {args.turns} turns ({args.max_new_tokens} new tokens, "
+          f"engine {summary['engine']}, concurrency {summary['concurrency']}): "
           f"{turns_done}/{args.sessions * args.turns} turns in {wall:.1f} s")
     print(f"latency per turn (queue wait included): p50 {summary['p50_s']} s, p95 {summary['p95_s']} s, "
           f"max {summary['max_s']} s; {summary['turns_per_s']} turns/s")

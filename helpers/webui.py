@@ -10,6 +10,7 @@ beyond the engine's capacity wait in Gradio's queue with a visible "queued" note
 Command line::
 
     python -m helpers.webui --model PATH [--finetuned PATH] [--port 7860] [--host 127.0.0.1] [--share]
+                            [--max-upload-mb 20] [--max-image-pixels 40000000] [--concurrency N]
 
 Example:
     >>> from helpers.webui import build_app                       # doctest: +SKIP
@@ -548,7 +549,12 @@ def main(argv=None) -> int:
     parser.add_argument("--port", type=int, default=S.webui_port, help="port (default: %(default)s)")
     parser.add_argument("--share", action="store_true", help="public gradio.live link (needs internet)")
     parser.add_argument("--concurrency", type=int, default=None, help="requests served at once (default: engine's)")
+    parser.add_argument("--max-upload-mb", type=float, default=S.max_upload_mb,
+                        help="largest upload accepted, MiB (default: %(default)s)")
+    parser.add_argument("--max-image-pixels", type=int, default=S.max_image_pixels,
+                        help="most pixels an uploaded image may have (default: %(default)s)")
     args = parser.parse_args(argv)
+    S = S.replace(max_upload_mb=args.max_upload_mb, max_image_pixels=args.max_image_pixels)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     for path in (args.model, args.base, args.finetuned):
         if path and not (Path(path) / "config.json").is_file():

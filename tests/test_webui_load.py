@@ -30,4 +30,5 @@ def test_quick_load_run_has_no_failures_or_leaks(tiny_model_dir, tmp_path):
     summary = json.loads(out.read_text(encoding="utf-8"))
     assert summary["turns_done"] == summary["turns_planned"] == summary["sessions"] * summary["turns_per_session"]
     assert summary["sessions"] >= 4 and summary["failures"] == [] and summary["leaks"] == []
+    assert summary["engine"] == "transformers" and summary["concurrency"] >= 1  # read from the UI's own log
     assert summary["p50_s"] <= summary["p95_s"] <= summary["max_s"]
