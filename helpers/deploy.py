@@ -609,9 +609,36 @@ def _in_running_loop() -> bool:
     return True
 
 
+def tp_executor_backend(tp: int) -> str | None:
+    """How LMDeploy's PyTorch engine should start its ``tp`` GPU workers here (None: LMDeploy decides).
+
+    LMDeploy 0.18 starts the workers of ``tp > 1`` with Ray on CUDA unless told otherwise
+    (``distributed_executor_backend``), but Ray is a large optional package that offline GPU
+    servers often lack. Without it the engine is told to use ``"mp"`` (Python multiprocessing,
+    one process per GPU on this machine). ``LMDEPLOY_EXECUTOR_BACKEND`` in the environment
+    always wins (LMDeploy reads it itself).
+
+    Args:
+        tp: tensor-parallel GPUs.
+
+    Returns:
+        None (one GPU, Ray installed, or the environment variable set) or ``"mp"``.
+
+    Example:
+        >>> tp_executor_backend(1) is None
+        True
+    """
+    import importlib.util
+
+    if int(tp or 1) <= 1 or os.environ.get("LMDEPLOY_EXECUTOR_BACKEND"):
+        return None
+    return None if importlib.util.find_spec("ray") is not None else "mp"
+
+
 def _build_lmdeploy(model_path, session_len, cache_max_entry_count, tp, system_prompt):
     lmdeploy = _need("lmdeploy")
-    backend = lmdeploy.PytorchEngineConfig(session_len=session_len, cache_max_entry_count=cache_max_entry_count, tp=tp)
+    backend = lmdeploy.PytorchEngineConfig(session_len=session_len, cache_max_entry_count=cache_max_entry_count, tp=tp,
+                                           distributed_executor_backend=tp_executor_backend(tp))
     template = internvl2_chat_template(system_prompt) if system_prompt else None
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is downloaded, ever
 
@@ -820,6 +847,8 @@ class ApiServer:
             ]
             if tp and tp > 1:
                 self.command += ["--tp", str(tp)]
+                if tp_executor_backend(tp):  # no Ray here: one process per GPU (see tp_executor_backend)
+                    self.command += ["--distributed-executor-backend", tp_executor_backend(tp)]
             if self.api_keys:
                 self.command += ["--api-keys", *self.api_keys]
             if system_prompt:

@@ -327,6 +327,25 @@ def test_api_server_command_line(tmp_path):
         deploy.ApiServer("/m", backend="turbomind", log_path=tmp_path / "l")
 
 
+
+def test_tp_workers_use_multiprocessing_without_ray(monkeypatch, tmp_path):
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.delenv("LMDEPLOY_EXECUTOR_BACKEND", raising=False)
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "ray" else real_find_spec(name, *a))
+    assert deploy.tp_executor_backend(1) is None  # one GPU: no workers to start
+    assert deploy.tp_executor_backend(2) == "mp"
+    cmd = deploy.ApiServer("/m", port=1, tp=2, log_path=tmp_path / "l").command
+    assert cmd[cmd.index("--distributed-executor-backend") + 1] == "mp"
+    assert "--distributed-executor-backend" not in deploy.ApiServer("/m", port=1, log_path=tmp_path / "l").command
+    monkeypatch.setenv("LMDEPLOY_EXECUTOR_BACKEND", "ray")  # the user's choice wins; LMDeploy reads it
+    assert deploy.tp_executor_backend(2) is None
+    monkeypatch.delenv("LMDEPLOY_EXECUTOR_BACKEND")
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "ray" else None)
+    assert deploy.tp_executor_backend(2) is None  # Ray installed: LMDeploy's own default
+
 def test_api_server_start_ready_key_and_stop(stand_in):
     srv = stand_in()
     with srv:
