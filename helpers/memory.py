@@ -13,8 +13,11 @@ Training (mixed precision as DeepSpeed runs it: bf16 weights and gradients, fp32
 * activations: an *estimate* per micro-batch (LLM layer outputs kept for backward, or only
   layer inputs with activation checkpointing, plus the logits and the loss' fp32 copy).
 
-Serving: bf16 weights (the LLM split over ``tp`` GPUs, the ViT + projector on each) and the
-KV cache, ``2 x layers x kv_heads x head_dim x 2 bytes`` per token, split over ``tp``.
+Serving: bf16 weights split over ``tp`` GPUs tensor by tensor as LMDeploy 0.18's PyTorch engine
+does (:data:`helpers.lmdeploy_notes.TP_RULES`: attention and MLP matrices of the LLM *and* of
+InternViT are split; embeddings, ``lm_head``, the projector ``mlp1`` and the norms sit whole on
+every GPU) and the KV cache, ``2 x layers x kv_heads x head_dim x 2 bytes`` per token, split over
+``tp``. :func:`deepspeed_for` picks the ZeRO stage a fine-tune needs on given cards.
 
 Example:
     >>> from helpers.memory import MODELS, kv_cache_bytes_per_token, training_memory
@@ -39,6 +42,12 @@ GB = 1e9
 BF16 = 2  # bytes
 ADAM_BYTES = 12  # fp32 master copy + Adam exp_avg + exp_avg_sq per trainable parameter
 VIT_TOKENS_PER_TILE = 1025  # (448 / 14)^2 patches + class token
+# Bytes per (token, vocabulary entry) of the loss at its peak, in the course's InternLM2 code
+# (helpers/internvl/modeling_internlm2.py, as XTuner trains it): the bf16 output of the head (2),
+# its fp32 copy kept in the model output (4), the shifted ``logits[:, :-1]`` copy the loss reads
+# (4) and the log-softmax saved for backward (4). With 2 + 4 only, the 2B estimate was 37 % under
+# the peak measured on an H200 (benchmarks/results/finetune-*.json, micro-batch 4).
+LOGIT_BYTES = 14
 
 
 def _llm_shapes(cfg: dict) -> tuple:
@@ -95,9 +104,9 @@ def activation_bytes(config, tokens: int, micro_batch: int = 1, checkpointing: b
 
     Without checkpointing each LLM layer keeps, per token, its norm/attention/MLP inputs and
     the q/k/v, attention and gated-MLP outputs; with checkpointing only each layer's input
-    is kept, plus one layer's full set during its recompute. Logits cost 2 + 4 bytes a
-    vocabulary entry (bf16 output, fp32 copy in the loss). A frozen ViT keeps nothing (no
-    graph); a trained one keeps its layers' tensors like the LLM.
+    is kept, plus one layer's full set during its recompute. Logits cost :data:`LOGIT_BYTES`
+    a vocabulary entry (bf16 output, fp32 copies for the loss, log-softmax). A frozen ViT keeps
+    nothing (no graph); a trained one keeps its layers' tensors like the LLM.
 
     Returns:
         Bytes (an estimate: allocator fragmentation and temporary buffers come on top).
@@ -107,7 +116,7 @@ def activation_bytes(config, tokens: int, micro_batch: int = 1, checkpointing: b
     per_token_layer = BF16 * (4 * d + (heads + 2 * kv) * hd + heads * hd + 4 * ffn)
     n = tokens * micro_batch
     llm = (layers * n * d * BF16 + n * per_token_layer) if checkpointing else layers * n * per_token_layer
-    logits = n * vocab * (BF16 + 4)
+    logits = n * vocab * LOGIT_BYTES
     vc = cfg["vision_config"]
     vit_tokens = tiles * micro_batch * VIT_TOKENS_PER_TILE
     vit_layer = vit_tokens * BF16 * (6 * vc["hidden_size"] + 2 * vc["intermediate_size"])
@@ -161,6 +170,39 @@ def training_memory(config, method: str = "lora", zero_stage: int = 2, gpus: int
     return out
 
 
+def deepspeed_for(config, gpus: int, gpu_gib: float = 80.0, method: str = "lora", reserve_gib: float = 4.0,
+                  **kwargs) -> str | None:
+    """The XTuner DeepSpeed config a fine-tune needs: ZeRO-2 when it fits, else ZeRO-3, else None.
+
+    ZeRO-2 splits gradients and optimizer states over the GPUs but keeps every GPU's full
+    copy of the weights; ZeRO-3 splits the weights too, at the price of gathering each layer
+    before use (more communication). The smaller stage that fits is the faster one.
+
+    Args:
+        config: InternVL config.
+        gpus: data-parallel GPUs in all (NPROC_PER_NODE x NNODES).
+        gpu_gib: memory of one card.
+        method: "lora" or "full".
+        reserve_gib: left for the CUDA context, allocator cache and DeepSpeed's buffers.
+        **kwargs: :func:`training_memory` arguments (micro_batch, tokens, tiles, checkpointing...).
+
+    Returns:
+        ``"deepspeed_zero2"``, ``"deepspeed_zero3"`` or None (neither fits: more GPUs, a smaller
+        micro-batch or CPU offload, e.g. XTuner's ``deepspeed_zero3_offload``).
+
+    Example:
+        >>> deepspeed_for(MODELS["InternVL2-2B"], gpus=2)
+        'deepspeed_zero2'
+        >>> deepspeed_for(MODELS["InternVL2-26B"], gpus=8, method="full")
+        'deepspeed_zero3'
+    """
+    budget = (gpu_gib - reserve_gib) * 2**30
+    for stage in (2, 3):
+        if training_memory(config, method, stage, gpus, **kwargs)["total"] <= budget:
+            return f"deepspeed_zero{stage}"
+    return None
+
+
 def kv_cache_bytes_per_token(config, dtype_bytes: int = BF16, tp: int = 1) -> int:
     """KV-cache bytes of one token on one GPU (keys + values of every layer).
 
@@ -176,14 +218,46 @@ def kv_cache_bytes_per_token(config, dtype_bytes: int = BF16, tp: int = 1) -> in
     return 2 * layers * heads_per_gpu * hd * dtype_bytes
 
 
+def serving_weight_bytes(config, tp: int = 1, weight_bytes: float = BF16) -> float:
+    """Weight bytes on one GPU of LMDeploy serving with ``tp`` GPUs.
+
+    Each tensor of the checkpoint is classified by :data:`helpers.lmdeploy_notes.TP_RULES`
+    (what LMDeploy 0.18's PyTorch engine splits): split parts count ``1 / tp``, the rest whole.
+
+    Args:
+        config: InternVL config with an InternLM2 LLM (InternVL2-2B/8B/26B).
+        tp: tensor-parallel GPUs.
+        weight_bytes: bytes per LLM attention / MLP weight (quantized LLM); other tensors bf16.
+
+    Returns:
+        Bytes.
+
+    Example:
+        >>> round(serving_weight_bytes(MODELS["InternVL2-2B"], tp=1) / 1e9, 2)
+        4.41
+    """
+    from helpers.lmdeploy_notes import classify_tensor, reference_tensors
+
+    total = 0.0
+    for name, (shape, _) in reference_tensors(_as_dict(config)).items():
+        part, split = classify_tensor(name)
+        n = 1
+        for dim in shape:
+            n *= int(dim)
+        size = weight_bytes if part.startswith("LLM") and ("注意力" in part or "MLP" in part) else BF16
+        total += n * size / (tp if split else 1)
+    return total
+
+
 def serving_memory(config, tp: int = 1, cache_tokens: int = 0, weight_bytes: float = BF16) -> dict:
     """Memory per GPU of LMDeploy serving: weights and the KV cache for ``cache_tokens`` tokens.
 
     Args:
         config: InternVL config.
-        tp: tensor-parallel GPUs (the LLM is split; InternViT + projector sit on each).
+        tp: tensor-parallel GPUs (split as :func:`serving_weight_bytes` says).
         cache_tokens: tokens held in the KV cache at once (all running sequences together).
-        weight_bytes: bytes per LLM weight (2 for bf16, ~0.5625 for w4a16 with group-128 scales).
+        weight_bytes: bytes per LLM attention / MLP weight (2 for bf16, ~0.5625 for w4a16 with
+            group-128 scales); everything else stays bf16.
 
     Returns:
         ``{"weights", "kv_cache", "total"}`` in bytes and ``"kv_per_token"``.
@@ -194,8 +268,7 @@ def serving_memory(config, tp: int = 1, cache_tokens: int = 0, weight_bytes: flo
     """
     if tp < 1:
         raise ValueError(f"tp must be >= 1, got {tp!r}")
-    c = count_parameters(config)
-    weights = BF16 * (c["vision_model"] + c["mlp1"]) + weight_bytes * c["language_model"] / tp
+    weights = serving_weight_bytes(config, tp, weight_bytes)
     per_token = kv_cache_bytes_per_token(config, tp=tp)
     out = {"weights": weights, "kv_cache": per_token * cache_tokens, "kv_per_token": per_token}
     out["total"] = out["weights"] + out["kv_cache"]

@@ -1,11 +1,13 @@
 """Tests for helpers.memory: formulas against counted parameters, and their monotonicity."""
 import json
+from pathlib import Path
 
 import pytest
 
 from helpers.architecture import count_parameters
-from helpers.memory import (ADAM_BYTES, BF16, MODELS, activation_bytes, kv_cache_bytes_per_token, lora_parameters,
-                            memory_table, serving_memory, serving_table, trainable_parameters, training_memory)
+from helpers.memory import (ADAM_BYTES, BF16, MODELS, activation_bytes, deepspeed_for, kv_cache_bytes_per_token,
+                            lora_parameters, memory_table, serving_memory, serving_table, serving_weight_bytes,
+                            trainable_parameters, training_memory)
 from helpers.models import tiny_config
 
 TINY = tiny_config(vocab_size=8011)
@@ -68,8 +70,55 @@ def test_serving_memory_falls_with_tp_and_grows_with_cache(name):
     w = [serving_memory(cfg, tp)["weights"] for tp in (1, 2, 4, 8)]
     assert w == sorted(w, reverse=True) and w[-1] < w[0]
     assert serving_memory(cfg, 1, 1000)["total"] > serving_memory(cfg, 1, 10)["total"]
-    # the ViT is replicated, so tp=2 saves less than half
+    # embeddings, lm_head, mlp1 and norms are replicated, so tp=2 saves less than half
     assert w[1] > w[0] / 2
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_serving_weights_split_by_tensor(name):
+    cfg = MODELS[name]
+    # tp=1: every parameter once, in bf16
+    assert serving_weight_bytes(cfg, 1) == BF16 * count_parameters(cfg)["total"]
+    # the split part halves again from tp=2 to tp=4, the replicated part never shrinks
+    w1, w2, w4 = (serving_weight_bytes(cfg, tp) for tp in (1, 2, 4))
+    assert w2 - w4 == pytest.approx((w1 - w2) / 2)
+    lc = cfg["llm_config"]
+    replicated = w1 - 2 * (w1 - w2)
+    assert replicated >= BF16 * 2 * lc["vocab_size"] * lc["hidden_size"]  # tok_embeddings + output
+    # LMDeploy 0.18 splits InternViT's attention and MLP too: the ViT is not whole on every GPU
+    vit = BF16 * count_parameters(cfg)["vision_model"]
+    assert replicated < BF16 * (2 * lc["vocab_size"] * lc["hidden_size"] + count_parameters(cfg)["mlp1"]) + vit / 10
+    # a w4a16 LLM shrinks only the LLM's attention and MLP weights
+    assert serving_weight_bytes(cfg, 1, weight_bytes=0.5625) > w1 / 4
+
+
+def test_memory_estimate_close_to_the_measured_peak():
+    # benchmarks/results: the 2B-shaped checkpoint fine-tuned on one H200 (LoRA, ZeRO-2, peak
+    # memory allocated by PyTorch as mmengine logs it). The estimate must stay within 20 %.
+    runs = sorted((Path(__file__).resolve().parent.parent / "benchmarks" / "results").glob("finetune-2*.json"))
+    if not runs:
+        pytest.skip("no fine-tuning benchmark results in benchmarks/results")
+    data = json.loads(runs[-1].read_text(encoding="utf-8"))
+    checked = 0
+    for row in data["rows"]:
+        if row.get("peak_alloc_gb") and row["recipe"] in ("upstream", "lean"):
+            m = training_memory(MODELS["InternVL2-2B"], "lora", 2, 1, micro_batch=row["batch"],
+                                tokens=data["sample"]["tokens"], tiles=data["sample"]["tiles"],
+                                checkpointing=row["checkpointing"])
+            assert m["total"] / 2**30 == pytest.approx(row["peak_alloc_gb"], rel=0.2), row["recipe"]
+            checked += 1
+    assert checked == 2
+
+
+def test_deepspeed_stage_choice():
+    assert deepspeed_for(MODELS["InternVL2-2B"], gpus=1) == "deepspeed_zero2"
+    # 26B LoRA: its 52 GB of bf16 weights plus activations overflow one 80 GB card whatever ZeRO does
+    # on one GPU; on 2 GPUs ZeRO-3 splits the weights and it fits
+    assert deepspeed_for(MODELS["InternVL2-26B"], gpus=1) is None
+    assert deepspeed_for(MODELS["InternVL2-26B"], gpus=2) == "deepspeed_zero3"
+    assert deepspeed_for(MODELS["InternVL2-26B"], gpus=2, gpu_gib=141) == "deepspeed_zero2"
+    assert deepspeed_for(MODELS["InternVL2-8B"], gpus=8, method="full") == "deepspeed_zero2"
+    assert deepspeed_for(MODELS["InternVL2-8B"], gpus=2, method="full") is None
 
 
 def test_lora_trains_far_fewer_parameters_than_full():
