@@ -200,6 +200,59 @@ def distributed_options(config, world_size: int) -> list:
     return options
 
 
+def launch_command(config, work_dir=None, *, gpus: int = 1, deepspeed: str | None = None, nnodes: int = 1,
+                   node_rank: int = 0, addr: str | None = None, port: int = 29500) -> str:
+    """The shell command that starts this training on one node (what :func:`launch` runs, by hand).
+
+    ``xtuner train`` reads five environment variables and, when there is more than one
+    process, starts ``torchrun`` with them: ``NPROC_PER_NODE`` (GPUs on this node), ``NNODES``
+    (nodes), ``NODE_RANK`` (this node, 0 ... NNODES-1), ``ADDR`` (node 0's address, where the
+    processes meet) and ``PORT`` (a free TCP port there). Every node runs the same command with
+    its own ``NODE_RANK``; batch and accumulation are re-split for all ``gpus x nnodes`` GPUs
+    (:func:`distributed_options`) so the global batch stays the config's.
+
+    Args:
+        config: a config from :func:`write_config`.
+        work_dir: ``--work-dir`` (on shared storage for several nodes); omitted when None.
+        gpus: GPUs on each node.
+        deepspeed: e.g. ``"deepspeed_zero2"``, or ``"deepspeed_zero3"`` when the weights must be
+            split too (:func:`helpers.memory.deepspeed_for` chooses).
+        nnodes: nodes.
+        node_rank: this node's rank.
+        addr: node 0's address (needed when ``nnodes > 1``).
+        port: rendezvous port on node 0.
+
+    Returns:
+        One line for a shell.
+
+    Example:
+        >>> launch_command("lora.py", gpus=8, deepspeed="deepspeed_zero3", nnodes=2, node_rank=1,
+        ...                addr="10.0.0.1")  # doctest: +SKIP
+        'NPROC_PER_NODE=8 NNODES=2 NODE_RANK=1 ADDR=10.0.0.1 PORT=29500 xtuner train lora.py --deepspeed ...'
+    """
+    import shlex
+
+    if gpus < 1 or nnodes < 1:
+        raise ValueError(f"gpus and nnodes must be >= 1, got gpus={gpus}, nnodes={nnodes}")
+    if not 0 <= node_rank < nnodes:
+        raise ValueError(f"node_rank must be in 0..{nnodes - 1}, got {node_rank}")
+    if nnodes > 1 and not addr:
+        raise ValueError("several nodes need addr: the address of node 0, which every node can reach")
+    env = []
+    if gpus * nnodes > 1:
+        env = [f"NPROC_PER_NODE={gpus}"]
+        if nnodes > 1:
+            env += [f"NNODES={nnodes}", f"NODE_RANK={node_rank}", f"ADDR={addr}", f"PORT={port}"]
+    cmd = ["xtuner", "train", str(config)]
+    if work_dir is not None:
+        cmd += ["--work-dir", str(work_dir)]
+    if deepspeed:
+        cmd += ["--deepspeed", deepspeed]
+    if gpus * nnodes > 1:
+        cmd += ["--cfg-options", *distributed_options(config, gpus * nnodes)]
+    return " ".join(env + [shlex.quote(c) for c in cmd])
+
+
 def launch(config, work_dir, *, gpus: int = 1, deepspeed: str | None = None,
            resume: bool = False, env: dict | None = None, overwrite: bool = False) -> "TrainRun":
     """Start ``xtuner train CONFIG`` as a child process (own process group).

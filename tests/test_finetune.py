@@ -135,6 +135,27 @@ def test_distributed_options_keep_batch_and_warmup(tmp_path):
     assert int(end * 3) >= 3  # end is in epochs; 3 iterations an epoch per GPU
 
 
+
+def test_launch_command_for_one_node_and_a_cluster(tmp_path):
+    S = get_settings("tiny", batch_size=4, accumulative_counts=2, max_epochs=2)
+    config = finetune.write_config(S, tmp_path / "model", _train_json(tmp_path, 128), tmp_path, tmp_path / "run")
+    one = finetune.launch_command(config, gpus=1, deepspeed="deepspeed_zero2")
+    assert one == f"xtuner train {config} --deepspeed deepspeed_zero2"  # no torchrun variables for one GPU
+    words = finetune.launch_command(config, tmp_path / "run", gpus=4, deepspeed="deepspeed_zero3", nnodes=2,
+                                    node_rank=1, addr="10.0.0.1", port=29555).split()
+    assert words[:5] == ["NPROC_PER_NODE=4", "NNODES=2", "NODE_RANK=1", "ADDR=10.0.0.1", "PORT=29555"]
+    assert words[words.index("--deepspeed") + 1] == "deepspeed_zero3"
+    assert words[words.index("--work-dir") + 1] == str(tmp_path / "run")
+    options = dict(o.split("=") for o in words[words.index("--cfg-options") + 1:])
+    # 2 nodes x 4 GPUs share the global batch of 4 x 2 = 8: one sample each, no accumulation
+    assert (options["train_dataloader.batch_size"], options["optim_wrapper.accumulative_counts"]) == ("1", "1")
+    with pytest.raises(ValueError, match="16 GPUs"):  # 8 samples cannot be shared by 16 GPUs
+        finetune.launch_command(config, gpus=8, nnodes=2, addr="10.0.0.1")
+    with pytest.raises(ValueError, match="addr"):
+        finetune.launch_command(config, gpus=4, nnodes=2)
+    with pytest.raises(ValueError, match="node_rank"):
+        finetune.launch_command(config, gpus=4, nnodes=2, node_rank=2, addr="h")
+
 def _fake_checkpoint(path: Path, payload: bytes = b"x" * 4096):
     with zipfile.ZipFile(path, "w") as z:  # the layout torch.save writes
         z.writestr("archive/data.pkl", payload)
