@@ -93,14 +93,22 @@ class Settings:
     max_image_pixels: int = 40_000_000  # web UI refuses images with more pixels than this
 
     # --- notebook 02: InternVL 1.5's training stages in miniature (tiny model -> tiny_base_model_path)
-    pretrain_images: int = 240  # drawn shape scenes stages 1 and 2 train on (448 px: one tile each)
+    pretrain_images: int = 320  # drawn shape scenes the stages train on (448 px: one tile each)
     pretrain_heldout: int = 40  # drawn scenes kept out of training, to check the base model
-    pretrain_stage0_steps: int = 60  # stage 0: language warm-up steps of the LLM alone (16 texts a step)
-    pretrain_stage0_lr: float = 3e-3  # stage 0 AdamW peak learning rate
-    pretrain_stage1_epochs: int = 2  # stage 1 (InternViT + MLP, LLM frozen): passes over the captions
-    pretrain_stage1_lr: float = 1e-3  # stage 1 peak learning rate (from random weights: high)
-    pretrain_stage2_epochs: int = 1  # stage 2 (whole model): passes over the instructions
-    pretrain_stage2_lr: float = 5e-4  # stage 2 peak learning rate
+    pretrain_food_per_dish: int = 256  # stage 0b: small (224 px) food photos per dish, labelled by looks, never by name
+    pretrain_food_captioned_per_dish: int = 12  # stages 1-2: 448 px food photos per dish, captioned with their looks
+    pretrain_max_tiles: int = 1  # max_dynamic_patch of the base model: the miniature sees one 448 px tile per image
+    pretrain_stage0_steps: int = 150  # stage 0a: language warm-up steps of the LLM alone (16 texts a step)
+    pretrain_stage0_lr: float = 3e-3  # stage 0a AdamW peak learning rate
+    pretrain_text_food_share: float = 0.3  # stage 0a: share of texts that describe a dish's looks
+    pretrain_vision_steps: int = 800  # stage 0b: InternViT warm-up steps at 224 px (32 images a step)
+    pretrain_vision_lr: float = 3e-3  # stage 0b AdamW peak learning rate
+    pretrain_vision_food_batch: int = 24  # stage 0b: food photos among the 32 images of a step
+    pretrain_stage1_epochs: int = 1  # stage 1 (InternViT + MLP, LLM frozen): passes over the captions
+    pretrain_stage1_lr: float = 5e-4  # stage 1 peak learning rate (higher inflates the image tokens of a frozen LLM)
+    pretrain_stage2_epochs: int = 2  # stage 2 (whole model): passes over the instructions (~1.3 per image)
+    pretrain_stage2_lr: float = 1e-3  # stage 2 peak learning rate
+    pretrain_vit_lr_mult: float = 0.1  # stages 1-2: InternViT learns at lr x this (keeps its warm-up features)
     pretrain_batch_size: int = 8  # stages 1 and 2: images per step
 
     extra: dict = field(default_factory=dict)  # notebook-level overrides, kept for the record
