@@ -228,3 +228,45 @@ def heatmap(matrix, xlabels=None, ylabels=None, title: str = "", annotate: bool 
                     fontsize=8, color="white" if v < mid else "black")
     ax.set_title(title)
     return fig
+
+
+def slider(draw, name: str, low: int, high: int, value: int):
+    """An integer slider that redraws ``draw(value)`` below it; a plain figure without ipywidgets.
+
+    In a live Jupyter kernel the learner drags the slider and the figure is redrawn. Where
+    ipywidgets is not installed (or outside Jupyter, e.g. a static render), the caller gets
+    ``draw(value)``, an ordinary figure, so the cell still shows something meaningful.
+
+    Args:
+        draw: ``value -> Figure`` (any object a notebook can display).
+        name: the slider's label.
+        low: smallest value.
+        high: largest value.
+        value: start value.
+
+    Returns:
+        An ``ipywidgets.VBox`` (slider + output area), or ``draw(value)`` without ipywidgets.
+
+    Example:
+        >>> box = slider(lambda n: f"{n} tiles", "max_num", 1, 12, 6)   # doctest: +SKIP
+    """
+    if not low <= value <= high:
+        raise ValueError(f"need {low} <= value <= {high}, got {value}")
+    try:
+        import ipywidgets
+    except ImportError:
+        return draw(value)
+    from IPython.display import clear_output, display
+
+    control = ipywidgets.IntSlider(value=value, min=low, max=high, step=1, description=name,
+                                   continuous_update=False)  # redraw on release: figures are slow
+    out = ipywidgets.Output()
+
+    def redraw(change=None):
+        with out:
+            clear_output(wait=True)
+            display(draw(control.value))
+
+    control.observe(redraw, names="value")
+    redraw()
+    return ipywidgets.VBox([control, out])

@@ -281,7 +281,7 @@ def to_pixel_values(image, max_num: int = 12, image_size: int = 448, use_thumbna
 
 
 def draw_tiling(image: Image.Image, min_num: int = 1, max_num: int = 12, image_size: int = 448,
-                use_thumbnail: bool = True, title: str | None = None):
+                use_thumbnail: bool = True, title: str | None = None, figsize=(9, 3.8)):
     """A matplotlib figure: the photo with its tile grid, and the tiles it is cut into.
 
     Args:
@@ -291,6 +291,8 @@ def draw_tiling(image: Image.Image, min_num: int = 1, max_num: int = 12, image_s
         image_size: tile side.
         use_thumbnail: show the thumbnail tile too.
         title: figure title (default: size, grid and token count).
+        figsize: inches; the figure has :data:`helpers.plots.DPI` and is not registered with
+            pyplot, so a notebook cell that returns it shows it once.
 
     Returns:
         A ``matplotlib.figure.Figure``.
@@ -298,16 +300,14 @@ def draw_tiling(image: Image.Image, min_num: int = 1, max_num: int = 12, image_s
     Example:
         >>> fig = draw_tiling(Image.new("RGB", (1600, 900)), max_num=6)  # doctest: +SKIP
     """
-    try:
-        import matplotlib.pyplot as plt
-    except ImportError as exc:
-        raise ImportError("draw_tiling needs matplotlib; install requirements-xtuner.txt") from exc
+    from helpers.plots import figure
+
     cols, rows = choose_grid(image.width, image.height, min_num, max_num, image_size)
     tiles = dynamic_preprocess(image, min_num, max_num, image_size, use_thumbnail)
     has_thumb = len(tiles) > cols * rows
     tokens = image_tokens(image.width, image.height, min_num, max_num, image_size, use_thumbnail)
 
-    fig = plt.figure(figsize=(11, 4.8), constrained_layout=True)
+    fig = figure(figsize)
     left, right = fig.subfigures(1, 2, width_ratios=[1.1, 1])
     ax = left.subplots()
     ax.imshow(image)
