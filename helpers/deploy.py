@@ -635,51 +635,8 @@ def tp_executor_backend(tp: int) -> str | None:
     return None if importlib.util.find_spec("ray") is not None else "mp"
 
 
-def stable_remote_code_classes() -> bool:
-    """Make transformers hand out one class object per remote-code class, so its instances pickle.
-
-    The model's own code (``trust_remote_code``) is imported by transformers' dynamic module
-    loader, which executes a module file again when it finds it imported without its hash (for
-    instance through a relative import from the modeling file). A config made before that holds
-    a class that is no longer the module's attribute, and ``pickle`` refuses it ("not the same
-    object"). LMDeploy's multiprocessing workers (``tp > 1`` without Ray) pickle that config
-    across processes and fail. Caching the loader's result per (class, file) keeps one class;
-    the workers are forked after this call and inherit it.
-
-    Returns:
-        True when the loader was patched now, False when it already was.
-
-    Example:
-        >>> stable_remote_code_classes() in (True, False)   # doctest: +SKIP
-        True
-    """
-    import functools
-
-    from transformers import dynamic_module_utils as dmu
-
-    if getattr(dmu.get_class_in_module, "_one_class_per_file", False):
-        return False
-    original = dmu.get_class_in_module
-    cache: dict = {}
-
-    @functools.wraps(original)
-    def get_class_in_module(class_name, module_path, *args, **kwargs):
-        if kwargs.get("force_reload"):
-            return original(class_name, module_path, *args, **kwargs)
-        key = (class_name, str(module_path))
-        if key not in cache:
-            cache[key] = original(class_name, module_path, *args, **kwargs)
-        return cache[key]
-
-    get_class_in_module._one_class_per_file = True
-    dmu.get_class_in_module = get_class_in_module
-    return True
-
-
 def _build_lmdeploy(model_path, session_len, cache_max_entry_count, tp, system_prompt):
     lmdeploy = _need("lmdeploy")
-    if tp_executor_backend(tp) == "mp":  # the workers pickle the remote-code config
-        stable_remote_code_classes()
     backend = lmdeploy.PytorchEngineConfig(session_len=session_len, cache_max_entry_count=cache_max_entry_count, tp=tp,
                                            distributed_executor_backend=tp_executor_backend(tp))
     template = internvl2_chat_template(system_prompt) if system_prompt else None

@@ -500,35 +500,3 @@ def test_api_server_on_gpu_refuses_without_key(tiny_model_dir, tmp_path):
         assert refused.value.code == 401
         print("without key: HTTP", refused.value.code, refused.value.read()[:200])
     assert not srv.running
-
-
-def test_remote_code_config_pickles_after_the_module_is_executed_again(tiny_model_dir):
-    """LMDeploy's tp>1 multiprocessing workers pickle the remote-code config (the tp=2 failure on the GPU)."""
-    import pickle
-    import sys
-
-    transformers = pytest.importorskip("transformers")
-    from transformers import dynamic_module_utils as dmu
-
-    saved = dmu.get_class_in_module
-    try:
-        def config_after_reimport():
-            cfg = transformers.AutoConfig.from_pretrained(tiny_model_dir, trust_remote_code=True)
-            module = sys.modules[type(cfg).__module__]
-            # a plain (relative) import leaves the module without the loader's hash, so the loader runs the file again
-            if hasattr(module, "__transformers_module_hash__"):
-                del module.__transformers_module_hash__
-            again = transformers.AutoConfig.from_pretrained(tiny_model_dir, trust_remote_code=True)
-            return cfg, again
-
-        cfg, again = config_after_reimport()
-        assert type(cfg) is not type(again)
-        with pytest.raises(pickle.PicklingError, match="not the same object"):
-            pickle.dumps(cfg)
-        assert deploy.stable_remote_code_classes() is True
-        assert deploy.stable_remote_code_classes() is False  # patched once
-        cfg, again = config_after_reimport()
-        assert type(cfg) is type(again)
-        assert pickle.loads(pickle.dumps(cfg)).to_dict() == cfg.to_dict()
-    finally:
-        dmu.get_class_in_module = saved
