@@ -179,7 +179,7 @@ def run_recipe(name: str, config: Path, work_dir: Path, deepspeed: str | None, w
     """Launch one recipe, wait, and read its per-iteration log."""
     import shutil
 
-    from helpers.finetune import launch, read_log
+    from helpers.finetune import iteration_times, launch, read_log
     from helpers.gpu import GpuMonitor
 
     if work_dir.exists():
@@ -196,7 +196,8 @@ def run_recipe(name: str, config: Path, work_dir: Path, deepspeed: str | None, w
     if not rows:
         tail = run.log_text()[-3000:] if hasattr(run, "log_text") else ""
         raise RuntimeError(f"recipe {name}: no logged iterations (exit {code}); log tail:\n{tail}")
-    times = [r["time"] for r in rows[warmup:] if r.get("time") is not None] or [r["time"] for r in rows]
+    # mmengine logs `time` as a 10-iteration moving average: undo it, then drop the warm-up steps.
+    times = iteration_times(rows)[warmup:] or iteration_times(rows)
     mem = [r["memory"] for r in rows if r.get("memory") is not None]
     peak_smi = max(mon.peak_mib.values()) / 1024 if mon.peak_mib else None
     return {"iterations": len(rows), "wall_s": round(wall, 1), "s_per_iter": round(statistics.median(times), 3),

@@ -405,7 +405,9 @@ def part_2b(st: dict, rec: _Record):
         row = dict(gpus=gpus, batch_per_gpu=batch, accum=accum, global_batch=batch * accum * gpus, config=str(cfg))
         print(f"[2b] {gpus} GPU(s): batch {batch} x accumulation {accum} per GPU, {st['iters']} steps")
         rows, _, mon, wall, run = _train(cfg, work_dir, gpus, st["deepspeed"], need_checkpoint=False, rec=rec)
-        times = [r["time"] for r in rows[st["warmup"]:] if r.get("time") is not None]
+        from helpers.finetune import iteration_times
+
+        times = iteration_times(rows)[st["warmup"]:]  # mmengine logs a 10-iteration moving average
         mem = [r["memory"] for r in rows if r.get("memory") is not None]
         step = statistics.median(times) if times else None
         pred = training_memory(config, "lora", zero_stage=zero_stage(st["deepspeed"]), gpus=gpus, micro_batch=batch,

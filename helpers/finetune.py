@@ -519,6 +519,47 @@ def _row(values: dict, iteration: int) -> dict:
     return row
 
 
+MMENGINE_WINDOW = 10  # mmengine's LogProcessor logs `time` as the mean of the last 10 iterations
+
+
+def iteration_times(rows, window: int = MMENGINE_WINDOW) -> list:
+    """Seconds of each iteration, undoing mmengine's moving average of the logged ``time``.
+
+    mmengine logs ``time`` averaged over the last ``window`` iterations (all of them for the
+    first ``window``), so the first logged values carry the slow warm-up steps for a while. With
+    one row per iteration, ``t_n = n*a_n - (n-1)*a_(n-1)`` for ``n <= window`` and
+    ``t_n = t_(n-window) + window*(a_n - a_(n-1))`` after that give the exact per-iteration times.
+
+    Args:
+        rows: :func:`read_log` rows (or dicts with ``iteration`` and ``time``) of consecutive
+            iterations starting at 1 (``log_interval = 1``).
+        window: the averaging window the log was written with.
+
+    Returns:
+        One float per row.
+
+    Raises:
+        ValueError: rows that are not iterations 1, 2, 3, ... or lack a time.
+
+    Example:
+        >>> iteration_times([{"iteration": 1, "time": 3.0}, {"iteration": 2, "time": 2.0}])
+        [3.0, 1.0]
+    """
+    avg = []
+    for k, row in enumerate(rows, 1):
+        if row.get("iteration") != k or row.get("time") is None:
+            raise ValueError(f"iteration_times needs every iteration from 1 logged with its time; row {k} is {row}")
+        avg.append(float(row["time"]))
+    times: list = []
+    for n in range(1, len(avg) + 1):
+        if n <= window:
+            t = n * avg[n - 1] - (n - 1) * (avg[n - 2] if n > 1 else 0.0)
+        else:
+            t = times[n - 1 - window] + window * (avg[n - 1] - avg[n - 2])
+        times.append(round(t, 6))
+    return times
+
+
 def read_log(work_dir) -> list:
     """Loss, lr, timing and memory per logged iteration of a work dir.
 

@@ -404,3 +404,17 @@ def test_interrupt_and_resume_matches_uninterrupted(trained, tiny, capsys):
     assert result.max_iters == reference.max_iters == 12
     assert result.final_loss == pytest.approx(reference.final_loss, rel=0.02)
     assert finetune.read_log(work)[-1]["iteration"] == 12
+
+
+def test_iteration_times_undo_mmengine_moving_average():
+    import random
+
+    rng = random.Random(0)
+    true = [3.0, 1.5] + [0.74 + rng.uniform(-0.02, 0.02) for _ in range(23)]
+    rows = [{"iteration": n, "time": sum(true[max(0, n - 10):n]) / len(true[max(0, n - 10):n])}
+            for n in range(1, len(true) + 1)]  # what mmengine logs with window 10
+    got = finetune.iteration_times(rows)
+    assert got == pytest.approx(true, abs=1e-5)
+    assert rows[9]["time"] > 1.0 and max(got[2:]) < 0.8  # the logged average hides how fast the steps are
+    with pytest.raises(ValueError, match="every iteration"):
+        finetune.iteration_times(rows[1:])
