@@ -34,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import random
 import time
 from dataclasses import asdict, dataclass
@@ -205,6 +206,13 @@ def draw_food(index: int, seed: int = 0, long_side: int = 448):
     scale = long_side / max(aw, ah)
     return d, draw_photo(d, max(16, round(aw * scale)), max(16, round(ah * scale)), seed=int(state[0]))
 
+def _draw_food_file(job) -> str:
+    index, seed, long_side, path = job
+    d, img = draw_food(index, seed, long_side)
+    img.save(path, quality=90)
+    return d.key
+
+
 def caption(scene: Scene) -> str:
     """The scene's caption, e.g. ``图中有两个红色的圆形，位于左边，背景是米色。``"""
     return (f"图中有{COUNTS[scene.count]}个{scene.colour}的{scene.shape}，"
@@ -310,11 +318,16 @@ def make_shapes_dataset(out_dir, n_images: int = 240, n_heldout: int = 40, seed:
     if food_per_dish:
         (out / "food").mkdir(exist_ok=True)
     # Stage 0b's pool: many small photos (cheap to draw, seen at 224 px); photo i shows DISHES[i % 16].
-    for i in range(food_per_dish * n_dishes):
-        d, img = draw_food(i, seed, food_size)
-        name = f"food/{i:05d}.jpg"
-        img.save(out / name, quality=90)
-        foods.append(dict(image=name, dish=d.key))
+    jobs = [(i, seed, food_size, str(out / f"food/{i:05d}.jpg")) for i in range(food_per_dish * n_dishes)]
+    if len(jobs) >= 64 and (os.cpu_count() or 1) > 1:
+        import multiprocessing
+
+        # drawing is pure Python + PIL: one process per core (same bytes as drawing them in order)
+        with multiprocessing.get_context("spawn").Pool(min(4, os.cpu_count() or 1)) as pool:
+            keys = pool.map(_draw_food_file, jobs, chunksize=64)
+    else:
+        keys = [_draw_food_file(job) for job in jobs]
+    foods = [dict(image=f"food/{i:05d}.jpg", dish=key) for i, key in enumerate(keys)]
     # Stages 1-2 and the check: full-size photos, drawn after the pool (other seeds).
     first = food_per_dish * n_dishes
     for i in range(first, first + (food_captioned_per_dish + 1) * n_dishes if food_per_dish else first):

@@ -247,3 +247,16 @@ def test_set_max_tiles(tmp_path):
     assert json.loads((tmp_path / "config.json").read_text()) == {"max_dynamic_patch": 1, "x": 1}
     with pytest.raises(ValueError):
         ST.set_max_tiles(tmp_path, 0)
+
+
+def test_food_pool_drawn_in_processes_equals_drawing_in_order(tmp_path):
+    from PIL import Image
+
+    ST.make_shapes_dataset(tmp_path, n_images=1, n_heldout=0, size=64, food_per_dish=4, food_size=32)  # 64: a pool
+    foods = json.loads((tmp_path / "foods.json").read_text())
+    assert len(foods) == 64
+    for i in (0, 37, 63):
+        d, img = ST.draw_food(i, 0, 32)
+        img.save(tmp_path / "again.jpg", quality=90)
+        assert foods[i]["dish"] == d.key
+        assert Image.open(tmp_path / foods[i]["image"]).tobytes() == Image.open(tmp_path / "again.jpg").tobytes()
