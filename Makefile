@@ -63,9 +63,14 @@ $(VENV_L)/.installed: requirements-lmdeploy.txt pyproject.toml
 	touch $@
 
 # Each notebook names its kernel in its metadata; nbval and JupyterLab find them here.
+# Both kernels go into both environments' own prefix (not ~/.local): Jupyter started from either venv sees
+# both, and two clones of the course never point each other's kernels at the wrong interpreter.
 kernels: envs
-	$(PY_X) -m ipykernel install --user --name internvl-xtuner --display-name "InternVL (xtuner env)" >/dev/null
-	$(PY_L) -m ipykernel install --user --name internvl-lmdeploy --display-name "InternVL (lmdeploy env)" >/dev/null
+	for v in $(VENV_X) $(VENV_L); do \
+	  $(PY_X) -m ipykernel install --prefix $$v --name internvl-xtuner --display-name "InternVL (xtuner env)" >/dev/null 2>&1 && \
+	  $(PY_L) -m ipykernel install --prefix $$v --name internvl-lmdeploy --display-name "InternVL (lmdeploy env)" >/dev/null 2>&1 || exit 1; \
+	done
+	@$(PY_X) scripts/stale_kernels.py internvl-xtuner internvl-lmdeploy
 
 # ---- embedded default: tiny model + synthetic data --------------------------------------------
 tiny: $(TINY)/config.json
