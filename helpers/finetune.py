@@ -762,14 +762,16 @@ def sizes(model_dir) -> dict:
     model_bytes = sum(p.stat().st_size for p in weights)
     trainable = None
     checkpoint = Path(record["checkpoint"])
-    if checkpoint.is_file():
+    # mmengine writes one file; DeepSpeed a folder whose *model_states.pt holds the module's tensors
+    weights_file = checkpoint if checkpoint.is_file() else next(iter(sorted(checkpoint.glob("*model_states.pt"))), None)
+    if weights_file is not None:
         try:
             import torch
         except ImportError:
             torch = None
         if torch is not None:
-            state = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)
-            state = state.get("state_dict", state)
+            state = torch.load(weights_file, map_location="cpu", weights_only=False, mmap=True)
+            state = state.get("state_dict", state.get("module", state))
             trainable = sum(t.numel() * t.element_size() for t in state.values()
                             if torch.is_tensor(t))
     return dict(checkpoint_bytes=record["checkpoint_bytes"], trainable_bytes=trainable,
