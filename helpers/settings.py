@@ -160,6 +160,17 @@ class Settings:
         )
 
 
+def _config_value(model_dir: Path, key: str):
+    """``key`` of ``model_dir/config.json``, or None when there is no such file or key."""
+    import json
+
+    path = Path(model_dir) / "config.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get(key)
+    except (OSError, ValueError):
+        return None
+
+
 def _cuda() -> bool:
     try:
         import torch
@@ -217,9 +228,10 @@ def get_settings(profile: str | None = None, **overrides) -> Settings:
     if profile == "tiny":
         values.update(
             # CPU: a 2-core machine must finish every notebook in minutes.
-            # the tiny checkpoint's config.json says 6; the base model of notebook 02 (what notebooks 05-06
-            # fine-tune and evaluate) says 1: XTuner and LMDeploy read the checkpoint's own value
-            max_dynamic_patch=6,
+            # the checkpoint's own value, which XTuner and LMDeploy read too: 1 for the base model of notebook 02
+            # (what notebooks 03-06 use once it exists), 6 for the tiny checkpoint
+            max_dynamic_patch=_config_value(artifacts / "models" / "internvl2-tiny-base", "max_dynamic_patch")
+            or _config_value(tiny_model, "max_dynamic_patch") or 6,
             optim_wrapper="amp" if _cuda() else "plain",  # AmpOptimWrapper asserts a GPU: fp32 on a CPU
             dataloader_num_workers=0,  # worker processes only add start-up time on 2 cores
             lr=1e-3,  # the recipe's 3e-5 leaves a tiny-width model's loss near its start (measured)
