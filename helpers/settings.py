@@ -211,6 +211,7 @@ def get_settings(profile: str | None = None, **overrides) -> Settings:
 
     artifacts = Path(os.environ.get("INTERNVL_ARTIFACTS", REPO_ROOT / "artifacts")).resolve()
     tiny_model = artifacts / "models" / "internvl2-tiny"
+    tiny_base = artifacts / "models" / "internvl2-tiny-base"
     synth_root = artifacts / "data" / "foodieqa-synth"
     data_root = Path(env_data).expanduser().resolve() if env_data else synth_root
 
@@ -219,7 +220,7 @@ def get_settings(profile: str | None = None, **overrides) -> Settings:
         artifacts=artifacts,
         model_path=Path(env_model).expanduser().resolve() if profile == "full" else tiny_model,
         tiny_model_path=tiny_model,
-        tiny_base_model_path=artifacts / "models" / "internvl2-tiny-base",
+        tiny_base_model_path=tiny_base,
         data_root=data_root,
         data_is_synthetic=not env_data,
         llava_dir=artifacts / "data" / ("llava-synth" if not env_data else "llava-foodieqa"),
@@ -230,7 +231,7 @@ def get_settings(profile: str | None = None, **overrides) -> Settings:
             # CPU: a 2-core machine must finish every notebook in minutes.
             # the checkpoint's own value, which XTuner and LMDeploy read too: 1 for the base model of notebook 02
             # (what notebooks 03-06 use once it exists), 6 for the tiny checkpoint
-            max_dynamic_patch=_config_value(artifacts / "models" / "internvl2-tiny-base", "max_dynamic_patch")
+            max_dynamic_patch=_config_value(tiny_base, "max_dynamic_patch")
             or _config_value(tiny_model, "max_dynamic_patch") or 6,
             optim_wrapper="amp" if _cuda() else "plain",  # AmpOptimWrapper asserts a GPU: fp32 on a CPU
             dataloader_num_workers=0,  # worker processes only add start-up time on 2 cores
