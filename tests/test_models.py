@@ -96,6 +96,35 @@ def test_loads_with_auto_classes(tiny_model_dir):
     assert len(tok) == model.config.llm_config.vocab_size
 
 
+# A fresh process that first unpickles a config (importing the remote module the plain way) and
+# then asks transformers for the class by name: transformers runs the module a second time.
+# LMDeploy's tensor-parallel workers (mp executor) do exactly this, then pickle the config back.
+_RERUN_WORKER = """
+import pickle, sys
+import transformers.dynamic_module_utils as dynamic
+dynamic.init_hf_modules()  # the remote-code cache on sys.path, as a spawned worker inherits it
+config = pickle.loads(sys.stdin.buffer.read())
+from transformers import AutoConfig
+again = AutoConfig.from_pretrained(sys.argv[1], trust_remote_code=True)
+assert type(again) is not type(config), "transformers did not run the module again: nothing tested"
+back = pickle.loads(pickle.dumps(config))
+assert back.to_dict() == config.to_dict() and type(back) is type(again)
+print("ok")
+"""
+
+
+def test_config_pickles_after_transformers_reruns_its_module(tiny_model_dir):
+    import copy
+    import pickle
+    import subprocess
+
+    config = transformers.AutoConfig.from_pretrained(str(tiny_model_dir), trust_remote_code=True)
+    assert copy.deepcopy(config).to_dict() == config.to_dict()
+    done = subprocess.run([sys.executable, "-c", _RERUN_WORKER, str(tiny_model_dir)], input=pickle.dumps(config),
+                          capture_output=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.decode().strip().endswith("ok"), done.stderr.decode()[-2000:]
+
+
 PARAM_PATTERNS = [
     r"vision_model\.embeddings\.(class_embedding|position_embedding|patch_embedding\.(weight|bias))",
     r"vision_model\.encoder\.layers\.\d+\.(attn\.(qkv|proj)|mlp\.fc[12])\.(weight|bias)",

@@ -12,6 +12,7 @@ Example:
     ['InternLM2ForCausalLM']
 """
 import copy
+import importlib
 
 from transformers.configuration_utils import PretrainedConfig
 
@@ -85,6 +86,13 @@ class InternVLChatConfig(PretrainedConfig):
         # Last, so that transformers 5 (which walks `sub_configs` inside __init__) finds them set.
         super().__init__(**kwargs)
 
+    def __reduce__(self):
+        # transformers runs this file again when a process that already unpickled one of these
+        # configs asks for the class by name (LMDeploy's tensor-parallel workers do): the class is
+        # then a new object and plain pickling of the old instance fails ("not the same object").
+        # Pickling by module and class name, resolved when loaded, survives the second run.
+        return _restore, (type(self).__module__, type(self).__name__, self.__dict__)
+
     def to_dict(self):
         """Serialise with both sub-configs written out in full (XTuner reads them as dicts)."""
         out = copy.deepcopy(super().to_dict())
@@ -107,3 +115,11 @@ def _as_config(value, cls):
     if isinstance(value, dict):
         return cls(**value)
     raise TypeError(f"{cls.__name__} must be built from a dict, got {type(value).__name__}")
+
+
+def _restore(module_name, class_name, state):
+    """Rebuild a pickled config with the class its module holds now (see ``__reduce__``)."""
+    cls = getattr(importlib.import_module(module_name), class_name)
+    obj = cls.__new__(cls)
+    obj.__dict__.update(state)
+    return obj
