@@ -255,6 +255,12 @@ def summarise(parts: dict, gpus: int) -> tuple:
                      f"tp={gpus} 2-turn chat "
                      f"{'answered' if chat.get('ok') else 'FAILED' if chat else 'not run'} "
                      f"({chat.get('turns', '-')} turns, executor {tn.get('executor', '-')})")
+    api = parts.get("serve", {}).get("api_server")
+    if api:
+        s[f"api_server_tp{api['tp']}_ok"] = api.get("ok")
+        lines.append(f"LMDeploy api_server --tp {api['tp']}: {'answered' if api.get('ok') else 'FAILED'} "
+                     f"({api.get('completion_tokens', '-')} tokens; ready in {_fmt(api.get('ready_s'), ' s', 0)})"
+                     + (f" {api['error']}" if api.get("error") else ""))
     tiny = parts.get("tiny", {})
     if tiny.get("runs") or tiny.get("converted"):
         runs_t = {r["gpus"]: r for r in tiny.get("runs", [])}
@@ -472,11 +478,17 @@ def part_serve(st: dict, rec: _Record):
         try:
             sess = pipe.chat((CHAT[0], prompts[0][1]), gen_config=chat_gen)
             first = sess.response.text
+            first_tokens, first_input = sess.response.generate_token_len, sess.response.input_token_len
             sess = pipe.chat(CHAT[1], session=sess, gen_config=chat_gen)
             second = sess.response
+            # Random weights: the text can be empty (most of the 92,553 ids are outside the tiny
+            # tokenizer the checkpoint borrows), so "answered" is judged by tokens, and the second
+            # turn must carry the first turn in its input (the session kept the history).
             row["chat"] = dict(turns=len(sess.history), questions=list(CHAT), answers=[first, second.text],
-                               second_turn_input_tokens=second.input_token_len,
-                               ok=len(sess.history) == 2 and bool(first.strip()) and bool(second.text.strip()))
+                               generated_tokens=[first_tokens, second.generate_token_len],
+                               input_tokens=[first_input, second.input_token_len],
+                               ok=len(sess.history) == 2 and min(first_tokens, second.generate_token_len) >= 8
+                               and second.input_token_len > first_input + first_tokens)
             sess.close()
             print(f"[serve] tp={tp} chat: {row['chat']['answers']!r}")
             rec.save()
@@ -504,6 +516,38 @@ def part_serve(st: dict, rec: _Record):
             torch.cuda.empty_cache()
         rec.save()
     rec.data["tp_speedup"] = ratio(rec.data["runs"][-1].get("tok_s"), rec.data["runs"][0].get("tok_s"))
+    if n > 1:
+        rec.data["api_server"] = api_server_check(model_2b, n, requests[0][1], Path(st["work"]), S)
+        rec.save()
+
+
+def api_server_check(model_dir: Path, tp: int, image: str, work: Path, settings) -> dict:
+    """``lmdeploy serve api_server --tp N``: start it, ask one image question with the openai client, stop."""
+    import openai
+
+    from helpers.deploy import ApiServer, image_data_url
+
+    server = ApiServer(model_dir, port=0, tp=tp, log_path=work / f"api_server-tp{tp}.log", settings=settings)
+    out = dict(tp=tp, command=" ".join(server.command[1:]), log=str(server.log_path))
+    t = time.perf_counter()
+    try:
+        server.start()
+        out["models"] = server.wait_ready(timeout=200)
+        out["ready_s"] = round(time.perf_counter() - t, 1)
+        client = openai.OpenAI(base_url=server.url + "/v1", api_key="none", timeout=120, max_retries=0)
+        reply = client.chat.completions.create(
+            model=out["models"][0], max_tokens=16, temperature=0.0,
+            messages=[{"role": "user", "content": [{"type": "text", "text": CHAT[0]},
+                                                   {"type": "image_url", "image_url": {"url": image_data_url(image)}}]}])
+        out.update(completion_tokens=reply.usage.completion_tokens, prompt_tokens=reply.usage.prompt_tokens,
+                   answer=reply.choices[0].message.content, ok=reply.usage.completion_tokens > 0)
+    except Exception as exc:  # recorded, with the server log's end, instead of ending the part
+        out.update(ok=False, error=f"{type(exc).__name__}: {exc}", log_tail=server.logs(40))
+    finally:
+        server.stop()
+    print(f"[serve] api_server --tp {tp}: {'answered' if out.get('ok') else 'FAILED'} "
+          f"({out.get('completion_tokens', '-')} tokens, ready in {out.get('ready_s', '-')} s)")
+    return out
 
 
 def part_tiny(st: dict, rec: _Record):

@@ -57,7 +57,8 @@ def test_summary_numbers_and_verdicts():
                              measured_vs_predicted=1.043, smi_peak_mib={"0": 30720.0}),
                         dict(gpus=2, samples_per_s=3.9, s_per_iter=2.05, smi_peak_mib={"0": 30000.0, "1": 29000.0})]},
         "serve": {"runs": [dict(tp=1, tok_s=7000.0), dict(tp=2, tok_s=8400.0, executor="mp",
-                                                          chat=dict(ok=True, turns=2))]},
+                                                          chat=dict(ok=True, turns=2))],
+                  "api_server": dict(tp=2, ok=False, error="RuntimeError: exited", completion_tokens=None)},
         "tiny": {"runs": [dict(gpus=1, iterations=12, final_loss=5.5, wall_s=33.0)],
                  "converted": dict(loaded=True, answer="中的菜")},
     }
@@ -65,6 +66,7 @@ def test_summary_numbers_and_verdicts():
     assert s["scaling"] == pytest.approx(1.625) and s["scaling_goal_met"] is False
     assert s["tp_speedup"] == pytest.approx(1.2) and s["chat_tp2_ok"] is True and s["tiny_converted_loads"] is True
     text = "\n".join(lines)
+    assert s["api_server_tp2_ok"] is False and "api_server --tp 2: FAILED" in text and "RuntimeError" in text
     assert "goal >= 1.7x: not met" in text and "GPU0 30.0" in text and "answered" in text and "loaded on CUDA" in text
     # nothing measured: no crash, nothing claimed
     s, lines = mg.summarise({"2b": {"runs": [dict(gpus=1)]}}, 2)
