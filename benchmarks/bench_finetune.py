@@ -16,6 +16,8 @@ checkpoints; the recipes differ only by the overrides appended to the config:
   runs bf16).
 * ``lean``: the same maths in less memory: micro-batch 1 x accumulation 8, checkpointing on,
   ZeRO-2 (goal < 20 GB in nvidia-smi and no slower than upstream).
+* ``no_checkpointing``: upstream with only the LLM's activation checkpointing off (an ablation:
+  what the recompute costs, apart from the micro-batch).
 
 Measured per recipe: median seconds per iteration after ``--warmup`` iterations (mmengine's
 per-iteration ``time``), seconds per sample, peak allocated memory (mmengine's ``memory``),
@@ -64,6 +66,8 @@ RECIPES = {
     "upstream": dict(batch=4, accum=2, workers=4, fused=False, checkpointing=True),
     "recommended": dict(batch=8, accum=1, workers=8, fused=True, checkpointing=False),
     "lean": dict(batch=1, accum=8, workers=4, fused=False, checkpointing=True),
+    # upstream with only the LLM's activation checkpointing off: what the recompute alone costs
+    "no_checkpointing": dict(batch=4, accum=2, workers=4, fused=False, checkpointing=False),
 }
 
 
