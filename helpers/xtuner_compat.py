@@ -115,6 +115,8 @@ class CourseInternVL(InternVL_V1_5):
     Args:
         *args, **kwargs: passed to ``xtuner.model.InternVL_V1_5`` (model_path, freeze_llm,
             freeze_visual_encoder, llm_lora, visual_encoder_lora, ...).
+        activation_checkpointing: keep XTuner's activation checkpointing of the LLM (True, its
+            behaviour); False trades memory for speed: no forward is run twice.
 
     Example (config file)::
 
@@ -122,7 +124,7 @@ class CourseInternVL(InternVL_V1_5):
                      freeze_visual_encoder=True, llm_lora=dict(type=LoraConfig, r=128, ...))
     """
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, activation_checkpointing: bool = True, **kwargs):
         ensure_process_group()
         disable_broken_bitsandbytes()
         # XTuner forces flash_attention_2 on the LLM config. Nothing is done about that
@@ -130,6 +132,10 @@ class CourseInternVL(InternVL_V1_5):
         # when flash-attn is missing, and InternVL2-2B's own InternLM2 code falls back to
         # eager attention by itself.
         super().__init__(*args, **kwargs)
+        if not activation_checkpointing:
+            # XTuner turns it on twice (in __init__ and again through peft's
+            # prepare_model_for_kbit_training when it adds LoRA): switch it off once both ran.
+            self.activation_checkpointing_disable()
         self._keep_trainables_in_fp32()
 
     def _keep_trainables_in_fp32(self) -> None:

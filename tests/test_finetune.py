@@ -237,6 +237,69 @@ def test_compat_fixes():
         assert lora_model.is_bnb_available() is False and lora_model.is_bnb_4bit_available() is False
 
 
+def test_speed_recipes_keep_the_maths_and_match_the_benchmark(tmp_path, monkeypatch):
+    import sys
+
+    from helpers.speed_recipes import SPEED_RECIPES, speed_reasons, speed_settings
+
+    monkeypatch.setenv("INTERNVL_MODEL_PATH", str(tmp_path / "model"))
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from benchmarks.bench_finetune import RECIPES
+
+    course = get_settings("full")
+    for name, bench in (("course", "upstream"), ("recommended", "recommended"), ("lean", "lean")):
+        S = speed_settings(course, name)
+        assert S.batch_size * S.accumulative_counts == 8 and (S.lr, S.max_epochs, S.lora_r) == (3e-5, 10, 128)
+        b = RECIPES[bench]
+        assert (S.batch_size, S.accumulative_counts, S.llm_activation_checkpointing, S.fused_adamw) == \
+            (b["batch"], b["accum"], b["checkpointing"], b["fused"]), name
+    tiny = get_settings("tiny")
+    assert speed_settings(tiny, "recommended").batch_size * speed_settings(tiny, "recommended").accumulative_counts \
+        == tiny.batch_size * tiny.accumulative_counts
+    with pytest.raises(ValueError, match="choose one of"):
+        speed_settings(course, "fastest")
+    assert set(SPEED_RECIPES) == {"course", "recommended", "lean"}
+    # the rendered config carries the knobs and says why they differ from the course recipe
+    S = speed_settings(course, "recommended")
+    recipe = finetune.Recipe.from_settings(S, n_train=100, name="recommended", reasons=speed_reasons())
+    text = finetune.render_config(S, tmp_path / "model", _train_json(tmp_path, 100), tmp_path, tmp_path / "run",
+                                  recipe=recipe)
+    assert "recipe 'recommended'" in text and "\nllm_activation_checkpointing = False" in text
+    assert "\nactivation_checkpointing =" not in text  # mmengine's Runner would read it as a module list
+    assert "fused_adamw = True" in text and "batch_size = 2" in text and "accumulative_counts = 4" in text
+    assert "llm_activation_checkpointing = False (course recipe: True) - no second forward" in text
+    assert "smaller steps for the CPU" not in text
+    from mmengine.config import Config
+
+    path = tmp_path / "recommended.py"
+    path.write_text(text, encoding="utf-8")
+    cfg = Config.fromfile(str(path))
+    assert cfg.model.activation_checkpointing is False and cfg.optim_wrapper.optimizer.fused is True
+    assert cfg.train_dataloader.batch_size == 2 and cfg.optim_wrapper.accumulative_counts == 4
+    assert cfg.train_dataloader.sampler.per_device_batch_size == 8
+
+
+@pytest.mark.parametrize("checkpointing", [True, False])
+def test_llm_activation_checkpointing_switch(tiny_model_dir, checkpointing):
+    pytest.importorskip("xtuner")
+    import torch.distributed as dist
+    from peft import LoraConfig
+
+    from helpers.xtuner_compat import CourseInternVL
+
+    kwargs = {} if checkpointing else {"activation_checkpointing": False}  # True: XTuner's behaviour, the default
+    model = CourseInternVL(model_path=str(tiny_model_dir), freeze_llm=True, freeze_visual_encoder=True,
+                           llm_lora=LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, task_type="CAUSAL_LM"), **kwargs)
+    try:
+        flags = [m.gradient_checkpointing for m in model.model.language_model.modules()
+                 if hasattr(m, "gradient_checkpointing")]
+        assert flags and all(f is checkpointing for f in flags), flags
+        assert any(p.requires_grad for n, p in model.named_parameters() if "lora_" in n)  # LoRA still trains
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
 # --------------------------------------------------------------------------- training (XTuner)
 def _tiny_model_dir() -> Path:
     S = get_settings("tiny")
