@@ -56,7 +56,7 @@ class Settings:
     max_length: int = 8192  # XTuner max token length of one training sample
 
     # --- synthetic data (`make data`)
-    synth_images_per_dish: int = 12  # photos drawn per dish; each gets a cuisine and a dish question
+    synth_images_per_dish: int = 24  # photos drawn per dish (each gets a cuisine and a dish question); 18 train, 6 val
     synth_val_fraction: float = 0.25  # share of images held out for validation (split by image)
     synth_long_side: int = 896  # long side of drawn photos in px (phone photos are 4032; CPU needs small)
 
@@ -77,6 +77,8 @@ class Settings:
     save_optimizer: bool = True  # AdamW state in checkpoints, so a resumed run continues exactly (upstream False: smaller files)
     log_interval: int = 10  # mmengine logs loss/lr every N iterations (short runs log more often, >= 20 points)
     dataloader_num_workers: int = 4  # XTuner dataloader worker processes
+    llm_activation_checkpointing: bool = True  # recompute the LLM's activations in backward (XTuner's default): less memory, slower
+    fused_adamw: bool = False  # the AdamW update as one fused CUDA kernel (torch AdamW(fused=True))
     optim_wrapper: str = "amp"  # "amp" (AmpOptimWrapper, GPU) or "plain" (OptimWrapper, CPU)
     amp_dtype: str = "float16"  # AmpOptimWrapper dtype (upstream float16; bfloat16 where the card has it)
     num_gpus: int = 1  # GPUs for `xtuner train` (NPROC_PER_NODE); accumulation keeps the global batch

@@ -103,6 +103,9 @@ lora_dropout = $lora_dropout  # dropout on the LoRA branch input
 batch_size = $batch_size  # samples per device per step
 accumulative_counts = $accumulative_counts  # gradient accumulation: global batch = batch_size x this x GPUs
 dataloader_num_workers = $dataloader_num_workers  # dataloader worker processes
+# (not `activation_checkpointing`: mmengine's Runner reads a top-level key of that name as a module list)
+llm_activation_checkpointing = $activation_checkpointing  # recompute the LLM's activations in backward: less memory, more time
+fused_adamw = $fused_adamw  # the AdamW update as one fused CUDA kernel
 max_epochs = $max_epochs  # passes over the training set
 optim_type = AdamW
 lr = $lr  # peak learning rate
@@ -126,6 +129,7 @@ model = dict(
     model_path=path,
     freeze_llm=True,
     freeze_visual_encoder=True,
+    activation_checkpointing=llm_activation_checkpointing,
     # comment the following lines if you don't want to use Lora in llm
     llm_lora=dict(
         type=LoraConfig,
@@ -257,7 +261,7 @@ amp_dtype = $amp_dtype  # AmpOptimWrapper compute dtype (float16 as upstream; bf
 AMP_BLOCK = '''\
 optim_wrapper = dict(
     type=AmpOptimWrapper,
-    optimizer=dict(type=optim_type, lr=lr, betas=betas, weight_decay=weight_decay),
+    optimizer=dict(type=optim_type, lr=lr, betas=betas, weight_decay=weight_decay, fused=fused_adamw),
     clip_grad=dict(max_norm=max_norm, error_if_nonfinite=False),
     accumulative_counts=accumulative_counts,
     loss_scale="dynamic",
@@ -272,7 +276,7 @@ PLAIN_SETTINGS = '''\
 PLAIN_BLOCK = '''\
 optim_wrapper = dict(
     type=OptimWrapper,
-    optimizer=dict(type=optim_type, lr=lr, betas=betas, weight_decay=weight_decay),
+    optimizer=dict(type=optim_type, lr=lr, betas=betas, weight_decay=weight_decay, fused=fused_adamw),
     clip_grad=dict(max_norm=max_norm, error_if_nonfinite=False),
     accumulative_counts=accumulative_counts,
 )'''
@@ -302,6 +306,8 @@ class Recipe:
     amp_dtype: str
     max_length: int
     dataloader_num_workers: int
+    llm_activation_checkpointing: bool
+    fused_adamw: bool
     save_steps: int
     save_total_limit: int
     save_optimizer: bool
@@ -316,13 +322,17 @@ class Recipe:
         return None if self.iters_per_epoch is None else self.iters_per_epoch * self.max_epochs
 
     @classmethod
-    def from_settings(cls, settings: Settings, n_train: int | None = None) -> "Recipe":
+    def from_settings(cls, settings: Settings, n_train: int | None = None, name: str = "course",
+                      reasons: dict | None = None) -> "Recipe":
         """The course recipe with ``settings``' values.
 
         Args:
             settings: course settings (profile overrides included).
             n_train: training samples; with it the warm-up is checked to span at least
                 two iterations and the log interval gives at least ~20 points.
+            name: the recipe's name in the config's header (``helpers.speed_recipes``).
+            reasons: why a value differs from the course recipe, by field, written into the
+                config as comments (default :data:`OVERRIDE_REASONS`).
 
         Returns:
             A :class:`Recipe`.
@@ -336,8 +346,9 @@ class Recipe:
                  if f.name not in ("name", "iters_per_epoch", "notes")]
         values = {n: getattr(settings, n) for n in names}
         defaults = {f.name: f.default for f in dataclasses.fields(Settings)}
+        reasons = OVERRIDE_REASONS if reasons is None else reasons
         notes = [f"{n} = {values[n]!r} (course recipe: {defaults[n]!r}) - {why}"
-                 for n, why in OVERRIDE_REASONS.items() if values[n] != defaults[n]]
+                 for n, why in reasons.items() if values[n] != defaults[n]]
         if values["amp_dtype"] == "auto":
             values["amp_dtype"] = _best_amp_dtype()
         iters_per_epoch = None
@@ -358,7 +369,7 @@ class Recipe:
                 notes.append(f"log_interval = {interval} (course recipe: "
                              f"{values['log_interval']}) - >= 20 logged points in {total} iterations")
                 values["log_interval"] = interval
-        return cls(name="course", iters_per_epoch=iters_per_epoch, notes=tuple(notes), **values)
+        return cls(name=name, iters_per_epoch=iters_per_epoch, notes=tuple(notes), **values)
 
 
 def iterations_per_epoch(n_train: int, batch_size: int, accumulative_counts: int,
@@ -468,6 +479,7 @@ def render_config(settings: Settings, model_path, train_json, image_folder, work
         lora_dropout=recipe.lora_dropout, batch_size=recipe.batch_size,
         accumulative_counts=recipe.accumulative_counts,
         dataloader_num_workers=recipe.dataloader_num_workers, max_epochs=recipe.max_epochs,
+        activation_checkpointing=recipe.llm_activation_checkpointing, fused_adamw=recipe.fused_adamw,
         lr=recipe.lr, betas=repr(tuple(recipe.betas)), weight_decay=recipe.weight_decay,
         max_norm=recipe.max_norm, warmup_ratio=recipe.warmup_ratio,
         optim_wrapper_settings=optim_settings,
