@@ -31,7 +31,7 @@ from helpers.foods import CUISINES, DISHES, LOCATIONS
 from helpers.internvl import REMOTE_CODE_FILES
 from helpers.settings import INTERNVL2_SYSTEM_PROMPT, XTUNER_SYSTEM_PROMPT, get_settings
 
-BUILD_VERSION = 3  # bump when the tiny model's sizes, init, tokenizer or remote code change: old builds are rebuilt
+BUILD_VERSION = 5  # bump when the tiny model's sizes, init, tokenizer or remote code change: old builds are rebuilt
 BASE_SPECIAL = ("<unk>", "<s>", "</s>")  # ids 0, 1, 2 as in InternLM2
 ADDED_SPECIAL = ("<|im_start|>", "<|im_end|>", "<img>", "</img>", "<IMG_CONTEXT>",
                  "<quad>", "</quad>", "<ref>", "</ref>", "<box>", "</box>")

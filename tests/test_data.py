@@ -271,9 +271,10 @@ def test_stats_match_xtuner_dataset(foodie, tmp_path):
     root, _ = foodie
     rep = convert(root, tmp_path / "out", val_fraction=0.0)
     train = load_llava(tmp_path / "out" / "train.json")
-    ds = InternVL_V1_5_Dataset(str(S.tiny_model_path), copy.deepcopy(PROMPT_TEMPLATE.internlm2_chat),
+    # The checkpoint the settings read their tile limit from (the notebook-02 base once it exists).
+    ds = InternVL_V1_5_Dataset(str(S.base_model_path), copy.deepcopy(PROMPT_TEMPLATE.internlm2_chat),
                                [str(tmp_path / "out" / "train.json")], [rep.image_root], max_length=S.max_length)
-    tok = AutoTokenizer.from_pretrained(str(S.tiny_model_path), trust_remote_code=True)
+    tok = AutoTokenizer.from_pretrained(str(S.base_model_path), trust_remote_code=True)
     stats = dataset_stats(train, rep.image_root, tokenizer=tok, settings=S)
     for i, row in enumerate(stats["samples"]):
         item = ds[i]
