@@ -11,8 +11,8 @@ activations are recomputed in backward, and the AdamW kernel. Measured side by s
 recipe         micro-batch x acc.  checkpointing  H100 samples/s        nvidia-smi peak
 =============  ==================  =============  ====================  ===========================
 course         4 x 2               on             1.00x (upstream)      36.5 GiB
-recommended    2 x 4               off            1.15x                 47.2 GiB (an 80 GB card)
-lean           1 x 8               on             1.01x                 17.5 GiB (a 24 GB card)
+recommended    2 x 4               off            1.15-1.17x            47.2 GiB (an 80 GB card)
+lean           1 x 8               on             0.82-1.01x            17.5 GiB (a 24 GB card)
 =============  ==================  =============  ====================  ===========================
 
 Example:
