@@ -92,13 +92,25 @@ def _user_texts(page) -> list:
 
 
 def _set_max_new_tokens(page, value: int):
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     page.bring_to_front()
     page.click("#gen-settings button")  # open the accordion
     box = page.locator("#max-new-tokens input[type=number]")
-    box.fill(str(value))
-    box.press("Enter")
-    page.wait_for_function("([v]) => document.querySelector('#max-new-tokens input[type=range]').value == v",
-                           arg=[str(value)], timeout=WAIT_MS)
+    box.wait_for(state="visible", timeout=WAIT_MS)
+    synced = "([v]) => document.querySelector('#max-new-tokens input[type=range]').value == v"
+    # Typed before the slider's script listens (a slow first page load), the value is lost and
+    # the slider keeps its old value (seen once in a clean-clone CI run): type it again, as a
+    # user would, a few times before failing.
+    for _ in range(3):
+        box.fill(str(value))
+        box.press("Enter")
+        try:
+            page.wait_for_function(synced, arg=[str(value)], timeout=WAIT_MS // 6)
+            return
+        except PlaywrightTimeout:
+            continue
+    page.wait_for_function(synced, arg=[str(value)], timeout=WAIT_MS)
 
 
 def _ask(page, question: str) -> str:
