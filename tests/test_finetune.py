@@ -238,12 +238,10 @@ def test_compat_fixes():
 
 
 def test_speed_recipes_keep_the_maths_and_match_the_benchmark(tmp_path, monkeypatch):
-    import sys
-
     from helpers.speed_recipes import SPEED_RECIPES, speed_reasons, speed_settings
 
     monkeypatch.setenv("INTERNVL_MODEL_PATH", str(tmp_path / "model"))
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent))
     from benchmarks.bench_finetune import RECIPES
 
     course = get_settings("full")
