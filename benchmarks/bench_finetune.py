@@ -132,14 +132,21 @@ def flops_per_sample(config: dict, tokens: float, tiles: float, lora_r: int, che
     return {"model_tflop": round(model / 1e12, 2), "hardware_tflop": round(hardware / 1e12, 2)}
 
 
-def overrides(name: str, r: dict, iters: int, smoke: bool) -> str:
-    """The config text appended to the rendered course config for recipe ``name``."""
+def overrides(name: str, r: dict, iters: int, smoke: bool, profile: int = 0) -> str:
+    """The config text appended to the rendered course config for recipe ``name``.
+
+    ``profile`` > 0 adds :class:`helpers.profiling.StepProfilerHook` over the last ``profile``
+    iterations (they are left out of the timing median).
+    """
     lines = [f"\n# ---- bench_finetune.py: recipe '{name}' ({iters} iterations, no checkpoints) ----",
              f"train_cfg = dict(type=TrainLoop, max_iters={iters})",
              "default_hooks['logger']['interval'] = 1  # every iteration's time and memory",
              f"default_hooks['checkpoint']['interval'] = {iters * 100}",
              "default_hooks['checkpoint']['save_last'] = False",
              "custom_hooks = []  # DatasetInfoHook only prints a decoded sample",
+             *([f"from helpers.profiling import StepProfilerHook",
+                f"custom_hooks.append(dict(type=StepProfilerHook, start={iters - profile}, iters={profile}))"]
+               if profile else []),
              f"train_dataloader['batch_size'] = {r['batch']}",
              f"train_dataloader['sampler']['per_device_batch_size'] = {r['batch'] * r['accum']}",
              f"optim_wrapper['accumulative_counts'] = {r['accum']}",
@@ -155,7 +162,7 @@ def overrides(name: str, r: dict, iters: int, smoke: bool) -> str:
 
 
 def write_recipe_config(name: str, r: dict, S, model_path: Path, train_json: Path, runs: Path, iters: int,
-                        smoke: bool) -> tuple:
+                        smoke: bool, profile: int = 0) -> tuple:
     """Render the course config for ``S`` and append recipe ``name``'s overrides.
 
     Returns:
@@ -167,7 +174,7 @@ def write_recipe_config(name: str, r: dict, S, model_path: Path, train_json: Pat
     recipe = dataclasses.replace(recipe, log_interval=1, save_steps=iters * 100)
     work_dir = runs / name
     path = write_config(S, model_path, train_json, train_json.parent, work_dir, recipe=recipe)
-    path.write_text(path.read_text(encoding="utf-8") + overrides(name, r, iters, smoke), encoding="utf-8")
+    path.write_text(path.read_text(encoding="utf-8") + overrides(name, r, iters, smoke, profile), encoding="utf-8")
     return path, work_dir
 
 
@@ -181,7 +188,8 @@ def check_config(path: Path) -> dict:
             "fused": bool(cfg.optim_wrapper.optimizer.get("fused", False))}
 
 
-def run_recipe(name: str, config: Path, work_dir: Path, deepspeed: str | None, warmup: int, cuda: bool) -> dict:
+def run_recipe(name: str, config: Path, work_dir: Path, deepspeed: str | None, warmup: int, cuda: bool,
+               profile: int = 0) -> dict:
     """Launch one recipe, wait, and read its per-iteration log."""
     import shutil
 
@@ -203,13 +211,28 @@ def run_recipe(name: str, config: Path, work_dir: Path, deepspeed: str | None, w
         tail = run.log_text()[-3000:] if hasattr(run, "log_text") else ""
         raise RuntimeError(f"recipe {name}: no logged iterations (exit {code}); log tail:\n{tail}")
     # mmengine logs `time` as a 10-iteration moving average: undo it, then drop the warm-up steps.
-    times = iteration_times(rows)[warmup:] or iteration_times(rows)
+    times = iteration_times(rows)
+    times = times[warmup:len(times) - profile] or times  # the profiled iterations run slower
     mem = [r["memory"] for r in rows if r.get("memory") is not None]
     peak_smi = max(mon.peak_mib.values()) / 1024 if mon.peak_mib else None
     return {"iterations": len(rows), "wall_s": round(wall, 1), "s_per_iter": round(statistics.median(times), 3),
             "data_time": round(statistics.median([r["data_time"] or 0 for r in rows[warmup:] or rows]), 3),
             "peak_alloc_gb": round(max(mem) / 1024, 1) if mem else None,
-            "smi_peak_gib": round(peak_smi, 1) if peak_smi else None, "final_loss": rows[-1].get("loss")}
+            "smi_peak_gib": round(peak_smi, 1) if peak_smi else None, "final_loss": rows[-1].get("loss"),
+            **_read_profile(work_dir, profile)}
+
+
+def _read_profile(work_dir: Path, profile: int) -> dict:
+    if not profile:
+        return {}
+    from helpers.profiling import format_summary
+
+    path = work_dir / "profile.json"
+    if not path.is_file():
+        return {"profile_error": f"{path} not written (see the run's log)"}
+    summary = json.loads(path.read_text(encoding="utf-8"))
+    print(format_summary(summary))
+    return {"profile": summary, "gpu_busy": summary.get("gpu_busy")}
 
 
 def main(argv=None) -> int:
@@ -221,8 +244,12 @@ def main(argv=None) -> int:
     ap.add_argument("--deepspeed", default="deepspeed_zero2", help="as the upstream command ('' for none)")
     ap.add_argument("--images", type=int, default=32, help="distinct photos in the training set")
     ap.add_argument("--out-dir", default=None, help="results folder (default benchmarks/results)")
+    ap.add_argument("--profile", type=int, default=0,
+                    help="torch.profiler over the last N iterations of each recipe (profile.json/.txt in its work dir)")
     ap.add_argument("--smoke", action="store_true", help="CPU: tiny checkpoint, 2 iterations, upstream only launched")
     args = ap.parse_args(argv)
+    if args.profile and args.profile >= args.iters - args.warmup and not args.smoke:
+        ap.error("--profile must leave iterations after --warmup for the timing median")
     names = [n.strip() for n in args.recipes.split(",") if n.strip()]
     if set(names) - set(RECIPES):
         ap.error(f"--recipes: unknown {sorted(set(names) - set(RECIPES))}")
@@ -268,7 +295,7 @@ def main(argv=None) -> int:
     for name in names:
         r = RECIPES[name]
         cfg_path, work_dir = write_recipe_config(name, r, S, model_path, train_json, bench / "runs", args.iters,
-                                                 args.smoke)
+                                                 args.smoke, args.profile)
         row = dict(recipe=name, batch=r["batch"], accum=r["accum"], checkpointing=r["checkpointing"],
                    fused_adamw=r["fused"], workers=r["workers"], config=str(cfg_path))
         try:
@@ -283,7 +310,7 @@ def main(argv=None) -> int:
                 if not cuda:
                     print(f"[smoke] launching '{name}' on CPU without DeepSpeed (plain OptimWrapper, "
                           f"{args.iters} iterations); DeepSpeed and the other recipes' launches need CUDA")
-                row.update(run_recipe(name, cfg_path, work_dir, ds or None, args.warmup, cuda))
+                row.update(run_recipe(name, cfg_path, work_dir, ds or None, args.warmup, cuda, args.profile))
                 row["s_per_sample"] = round(row["s_per_iter"] / r["batch"], 4)
                 job_samples = COURSE_JOB_ITERS * RECIPES["upstream"]["batch"]
                 row["job_640_min"] = round(row["s_per_sample"] * job_samples / 60, 1)
@@ -297,7 +324,7 @@ def main(argv=None) -> int:
         rows.append(row)
         save()
     cols = ["recipe", "batch", "accum", "checkpointing", "s_per_iter", "s_per_sample", "data_time", "peak_alloc_gb",
-            "smi_peak_gib", "job_640_min", "model_tflop", "mfu"]
+            "smi_peak_gib", "job_640_min", "model_tflop", "mfu", "gpu_busy"]
     print()
     print_table(rows, cols)
     up = next((r for r in rows if r["recipe"] == "upstream" and r.get("s_per_sample")), None)
