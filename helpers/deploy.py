@@ -635,10 +635,32 @@ def tp_executor_backend(tp: int) -> str | None:
     return None if importlib.util.find_spec("ray") is not None else "mp"
 
 
+def weight_format(model_path) -> str | None:
+    """``"awq"`` for a checkpoint quantised by LMDeploy's ``lite auto_awq``, else None (plain weights).
+
+    LMDeploy writes the ``quantization_config`` into the LLM's part of an InternVL config.
+
+    Example:
+        >>> weight_format("artifacts/models/internvl2-tiny")  # doctest: +SKIP
+    """
+    path = Path(model_path) / "config.json"
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    for part in (config, config.get("llm_config") or {}):
+        method = (part.get("quantization_config") or {}).get("quant_method")
+        if method:
+            return str(method).lower()
+    return None
+
+
 def _build_lmdeploy(model_path, session_len, cache_max_entry_count, tp, system_prompt):
     lmdeploy = _need("lmdeploy")
+    quant = weight_format(model_path)
     backend = lmdeploy.PytorchEngineConfig(session_len=session_len, cache_max_entry_count=cache_max_entry_count, tp=tp,
-                                           distributed_executor_backend=tp_executor_backend(tp))
+                                           distributed_executor_backend=tp_executor_backend(tp),
+                                           **({"model_format": quant} if quant else {}))
     template = internvl2_chat_template(system_prompt) if system_prompt else None
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is downloaded, ever
 
@@ -676,6 +698,7 @@ def make_pipeline(model_path=None, engine: str | None = None, *, session_len: in
 
     Returns:
         LMDeploy's ``Pipeline`` or a :class:`TransformersEngine`; both have ``engine_name``.
+        An AWQ checkpoint (:func:`weight_format`) is served by LMDeploy with ``model_format="awq"``.
 
     Example:
         >>> pipe = make_pipeline(engine="transformers")   # doctest: +SKIP
@@ -690,6 +713,9 @@ def make_pipeline(model_path=None, engine: str | None = None, *, session_len: in
     if not (model_path / "config.json").is_file():
         raise FileNotFoundError(f"no checkpoint at {model_path} (config.json missing)")
     if engine == "transformers":
+        if weight_format(model_path):
+            raise ValueError(f"{model_path}: {weight_format(model_path)} weights (config.json quantization_config); "
+                             "serve them with engine='lmdeploy'")
         return TransformersEngine(model_path, max_dynamic_patch=max_dynamic_patch, system_prompt=system_prompt)
     ok, reason = server_available()
     if not ok:

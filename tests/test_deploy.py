@@ -3,6 +3,7 @@ generation-config handling, and ApiServer process management (a stand-in HTTP se
 the real ``lmdeploy serve api_server`` in the GPU job)."""
 from __future__ import annotations
 
+import json
 import sys
 import textwrap
 import urllib.error
@@ -500,3 +501,20 @@ def test_api_server_on_gpu_refuses_without_key(tiny_model_dir, tmp_path):
         assert refused.value.code == 401
         print("without key: HTTP", refused.value.code, refused.value.read()[:200])
     assert not srv.running
+
+
+def test_weight_format_reads_lmdeploy_awq_config_and_transformers_refuses_it(tiny_model_dir, tmp_path):
+    import shutil
+
+    from helpers.deploy import make_pipeline, weight_format
+
+    assert weight_format(tiny_model_dir) is None
+    awq = tmp_path / "w4a16"
+    shutil.copytree(tiny_model_dir, awq)
+    config = json.loads((awq / "config.json").read_text(encoding="utf-8"))
+    # where LMDeploy's auto_awq puts it for an InternVL checkpoint
+    config["llm_config"]["quantization_config"] = {"bits": 4, "group_size": 128, "quant_method": "awq"}
+    (awq / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    assert weight_format(awq) == "awq"
+    with pytest.raises(ValueError, match="awq weights.*engine='lmdeploy'"):
+        make_pipeline(awq, engine="transformers")
