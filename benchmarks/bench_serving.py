@@ -185,9 +185,38 @@ def _lmdeploy():
     return lmdeploy
 
 
+def profile_stream(pipe, prompt, gen) -> dict:
+    """One streamed request under ``torch.profiler``: kernel time per generated token vs wall time.
+
+    CUPTI records the kernels of every thread of the process (LMDeploy's engine loop included) and
+    those replayed inside CUDA graphs, so ``gpu_busy`` says how much of a decode step the GPU works.
+    """
+    import torch
+
+    from helpers.profiling import format_summary, summarize
+
+    acts = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+    n = 0
+    torch.cuda.synchronize()
+    with torch.profiler.profile(activities=acts) as prof:
+        t0 = time.perf_counter()
+        for resp in pipe.stream_infer([prompt], gen_config=gen):
+            n = max(n, resp.generate_token_len)
+        torch.cuda.synchronize()
+        wall = time.perf_counter() - t0
+    s = summarize(prof.key_averages(), wall, max(1, n))  # "per iteration" = per generated token
+    print(f"profile of one streamed request ({n} tokens, per token):")
+    print(format_summary(s))
+    return {"tokens": n, **{k: s[k] for k in ("wall_ms_per_iter", "kernel_ms_per_iter", "gpu_busy", "categories",
+                                               "top_kernels")}}
+
+
 def run_lmdeploy(model_path: Path, requests: list, new_tokens: int, batch1_n: int, stream_n: int,
-                 name: str, knobs: dict) -> dict:
-    """One LMDeploy pipeline with ``knobs`` (PytorchEngineConfig fields, plus vision_max_batch_size)."""
+                 name: str, knobs: dict, profile: bool = False) -> dict:
+    """One LMDeploy pipeline with ``knobs`` (PytorchEngineConfig fields, plus vision_max_batch_size).
+
+    ``profile``: also one streamed request under ``torch.profiler`` (:func:`profile_stream`).
+    """
     import torch
     from PIL import Image
 
@@ -226,6 +255,7 @@ def run_lmdeploy(model_path: Path, requests: list, new_tokens: int, batch1_n: in
             (t1, n1), (t2, n2) = stamps[0], stamps[-1]
             # One chunk only (nothing to time between): fall back to the whole request's rate.
             decode.append((n2 - n1) / max(t2 - t1, 1e-9) if n2 > n1 else n2 / max(t2 - start, 1e-9))
+        prof = profile_stream(pipe, prompts[0], gen) if profile else None
         b1_sec = b1_tokens = 0
         for p in prompts[:batch1_n]:
             start = time.perf_counter()
@@ -251,7 +281,7 @@ def run_lmdeploy(model_path: Path, requests: list, new_tokens: int, batch1_n: in
                 b1_requests=batch1_n, b1_tok_s=round(b1_tokens / b1_sec, 1), b1_req_s=round(batch1_n / b1_sec, 3),
                 batch=len(prompts), bN_tok_s=round(bN_tokens / bN_sec, 1), bN_req_s=round(len(prompts) / bN_sec, 2),
                 ttft_ms=round(statistics.median(ttft) * 1e3, 1), decode_tok_s=round(dec, 1),
-                decode_ms=round(1e3 / dec, 2))
+                decode_ms=round(1e3 / dec, 2), **({"decode_profile": prof} if prof else {}))
 
 
 # ------------------------------------------------------------------------------------------ AWQ
@@ -366,6 +396,8 @@ def main(argv=None) -> int:
     ap.add_argument("--calib-samples", type=int, default=64)
     ap.add_argument("--calib-seqlen", type=int, default=1024)
     ap.add_argument("--out-dir", default=None, help="results folder (default benchmarks/results)")
+    ap.add_argument("--profile", action="store_true",
+                    help="also profile one streamed request per LMDeploy run (kernel vs wall time per token)")
     ap.add_argument("--smoke", action="store_true", help="CPU test: tiny checkpoint, 2 requests, 8 tokens")
     args = ap.parse_args(argv)
 
@@ -401,7 +433,7 @@ def main(argv=None) -> int:
         bound = bandwidth_bound(config, context, bw and bw["copy_gbps"])
         summary = summarise(rows, bound, quiet=not final)
         saved["path"] = write_results(
-            "serving-smoke" if args.smoke else "serving",
+            "serving-smoke" if args.smoke else ("serving-profile" if args.profile else "serving"),
             dict(environment=env, model=str(model_path), config_parameters=count_parameters(config),
                  requests=args.requests, new_tokens=args.new_tokens, copy_bandwidth=bw, bound=bound,
                  variants={n: k for n, k in variants}, rows=rows, summary=summary, errors=errors,
@@ -419,8 +451,8 @@ def main(argv=None) -> int:
         for name, knobs in variants:
             try:
                 rows.append(run_lmdeploy(model_path, requests, args.new_tokens, args.batch1_requests,
-                                         args.stream_requests, name, knobs))
-                print_table(rows[-1:], [c for c in rows[-1] if c != "knobs"])
+                                         args.stream_requests, name, knobs, args.profile))
+                print_table(rows[-1:], [c for c in rows[-1] if c not in ("knobs", "decode_profile")])
             except Exception as exc:  # noqa: BLE001 - one failing variant must not lose the others' numbers
                 errors[f"lmdeploy:{name}"] = f"{type(exc).__name__}: {exc}"
                 print(f"[error] LMDeploy variant {name}: {errors[f'lmdeploy:{name}']}")
@@ -437,10 +469,10 @@ def main(argv=None) -> int:
                 extra.update(quantize_awq(model_path, awq_dir, args.calib_samples, args.calib_seqlen))
                 name, knobs = variants[0] if args.variant else ("recommended", RECOMMENDED)
                 row = run_lmdeploy(awq_dir, requests, args.new_tokens, args.batch1_requests, args.stream_requests,
-                                   f"w4a16 {name}", dict(knobs, model_format="awq"))
+                                   f"w4a16 {name}", dict(knobs, model_format="awq"), args.profile)
                 row["engine"] = "awq"
                 rows.append(row)
-                print_table(rows[-1:], [c for c in rows[-1] if c != "knobs"])
+                print_table(rows[-1:], [c for c in rows[-1] if c not in ("knobs", "decode_profile")])
             except Exception as exc:  # noqa: BLE001
                 errors["awq"] = f"{type(exc).__name__}: {exc}"
                 print(f"[error] w4a16: {errors['awq']}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -18,7 +19,8 @@ BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 
 def latest(kind: str, results: Path = HERE / "results") -> Path | None:
     """Newest results file of one benchmark (`serving` or `finetune`), by the timestamp in its name."""
-    files = sorted(results.glob(f"{kind}-*.json"))
+    # <kind>-<date>-<time>-<card>.json only: not "<kind>-profile-..." or "-smoke-" runs
+    files = sorted(f for f in results.glob(f"{kind}-*.json") if re.match(rf"{kind}-\d{{8}}-\d{{6}}-", f.name))
     return files[-1] if files else None
 
 

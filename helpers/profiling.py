@@ -73,6 +73,14 @@ def _device_total(evt) -> float:
     return float(getattr(evt, "device_time_total", None) or getattr(evt, "cuda_time_total", 0) or 0)
 
 
+def _is_kernel(evt) -> bool:
+    # Operators (aten::mm ...) carry the time of the kernels they launch as their own "self device
+    # time" too: only rows that ran on the device are kernels, else everything counts twice.
+    # The record_function ranges show up on the device too (as GPU annotations): not kernels either.
+    return (str(getattr(evt, "device_type", "")).rsplit(".", 1)[-1] in ("CUDA", "PrivateUse1")
+            and _device_self(evt) > 0 and not evt.key.startswith("course::"))
+
+
 def _cpu_total(evt) -> float:
     return float(getattr(evt, "cpu_time_total", 0) or 0)
 
@@ -94,7 +102,7 @@ def summarize(averages, wall_s: float, iters: int) -> dict:
         under each forward range), ``top_kernels`` and ``top_ops`` (ms per iteration).
     """
     rows = list(averages)
-    kernels = [(r.key, _device_self(r), r.count) for r in rows if _device_self(r) > 0]
+    kernels = [(r.key, _device_self(r), r.count) for r in rows if _is_kernel(r)]
     kernel_us = sum(t for _, t, _ in kernels)
     cats: dict = {}
     for name, t, _ in kernels:
@@ -139,7 +147,7 @@ def format_summary(s: dict) -> str:
 
 def _find_parts(model) -> dict:
     """The modules whose forward gets a range: InternViT, the projector, the LLM's parts."""
-    found = {}
+    found, inner_lm = {}, False
     for name, mod in model.named_modules():
         leaf = name.rsplit(".", 1)[-1]
         cls = type(mod).__name__
@@ -147,9 +155,12 @@ def _find_parts(model) -> dict:
             found["vision_model"] = mod
         elif leaf == "mlp1" and "mlp1" not in found:
             found["mlp1"] = mod
-        elif cls.endswith("ForCausalLM") and not cls.startswith("Peft") and "causal_lm" not in found:
-            # peft's wrapper is skipped: its attribute lookups fall through to the wrapped model
+        elif cls.endswith("ForCausalLM") and "causal_lm" not in found:
+            # the outermost: with LoRA, peft's wrapper (peft calls the wrapped model's forward
+            # directly, so hooks on the inner one never fire)
             found["causal_lm"] = mod
+        if cls.endswith("ForCausalLM") and not cls.startswith("Peft") and not inner_lm:
+            inner_lm = True  # the real LLM: its decoder and its head
             inner = getattr(mod, "model", None)
             head = getattr(mod, "output", None) or getattr(mod, "lm_head", None)
             if inner is not None:

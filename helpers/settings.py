@@ -79,6 +79,7 @@ class Settings:
     dataloader_num_workers: int = 4  # XTuner dataloader worker processes
     llm_activation_checkpointing: bool = True  # recompute the LLM's activations in backward (XTuner's default): less memory, slower
     fused_adamw: bool = False  # the AdamW update as one fused CUDA kernel (torch AdamW(fused=True))
+    aligned_lm_head: bool = False  # LM head matmuls through weights padded to 64 rows (same logits; InternLM2's 92,553 is odd)
     optim_wrapper: str = "amp"  # "amp" (AmpOptimWrapper, GPU) or "plain" (OptimWrapper, CPU)
     amp_dtype: str = "float16"  # AmpOptimWrapper dtype (upstream float16; bfloat16 where the card has it)
     num_gpus: int = 1  # GPUs for `xtuner train` (NPROC_PER_NODE); accumulation keeps the global batch

@@ -10,7 +10,10 @@ applies only the fixes those runs justified; everything else is XTuner's code un
 * peft sees bitsandbytes as unavailable when bitsandbytes cannot be imported
   (bitsandbytes 0.45 imports ``triton.ops``, which triton 3.x removed);
 * fp32 master copies of the trainable parameters (the projector ``mlp1`` is loaded in bf16)
-  and ViT features cast to ``mlp1``'s dtype on the way in.
+  and ViT features cast to ``mlp1``'s dtype on the way in;
+* optionally (``aligned_lm_head=True``) the LM head computed through weights padded to a
+  multiple of 64 rows (:func:`align_lm_head`): InternLM2's vocabulary of 92,553 rows is odd,
+  and cuBLAS then falls back to slow kernels for the largest matmul of the step.
 
 This module imports XTuner at the top on purpose: it is only imported by an XTuner config,
 inside the XTuner environment (``requirements-xtuner.txt``).
@@ -106,6 +109,62 @@ def _cast_input_to_weight_dtype(module: torch.nn.Module, args: tuple):
     return None
 
 
+def _align_linear(linear, multiple: int) -> bool:
+    """Run ``linear`` through a weight padded with zero rows to ``multiple``; slice the output back."""
+    rows = linear.weight.shape[0]
+    pad = -rows % multiple
+    if not pad:
+        return False
+    cache: dict = {}
+
+    def padded(t):
+        return torch.nn.functional.pad(t, (0, 0, 0, pad) if t.dim() == 2 else (0, pad))
+
+    def forward(x):
+        w, b = linear.weight, linear.bias
+        if w.requires_grad:  # a trained weight (LoRA's B): pad on every call, gradients flow through the pad
+            return torch.nn.functional.linear(x, padded(w), None if b is None else padded(b))[..., :rows]
+        # A frozen one is padded once; DeepSpeed casts and moves the model after __init__, so pad
+        # again whenever the weight changed (new storage, dtype or device, or an in-place write).
+        key = (w.data_ptr(), w._version, w.dtype, w.device)
+        if cache.get("key") != key:
+            cache.update(key=key, w=padded(w.detach()), b=None if b is None else padded(b.detach()))
+        return torch.nn.functional.linear(x, cache["w"], cache["b"])[..., :rows]
+
+    linear.forward = forward
+    return True
+
+
+def align_lm_head(llm, multiple: int = 64) -> bool:
+    """Compute the LM head's logits through weights padded to ``multiple`` rows.
+
+    The logits of the real rows are the same numbers (the extra rows are zeros and are sliced
+    off before anything reads them), and so are the gradients; only the memory layout changes,
+    so cuBLAS can use its aligned tensor-core kernels. InternLM2's vocabulary (92,553 rows) is
+    odd: profiled at InternVL2-2B size on an H200, the head's matmuls ran in sm75-era CUTLASS
+    kernels, ~95 ms of a ~840 ms step. XTuner's LoRA (``target_modules=None``) also wraps the
+    head (it is named ``output``, not ``lm_head``), so both the frozen weight and LoRA's B
+    (92,553 x r) are aligned.
+
+    Args:
+        llm: the causal LM (``get_output_embeddings()`` gives its head), peft-wrapped or not.
+        multiple: row alignment.
+
+    Returns:
+        True when a matmul of the head was switched, False when none needed it.
+
+    Example:
+        >>> align_lm_head(model.language_model)   # doctest: +SKIP
+        True
+    """
+    head = llm.get_output_embeddings()
+    if hasattr(head, "base_layer") and hasattr(head, "lora_B"):  # a peft LoRA layer
+        linears = [head.base_layer, *head.lora_B.values()]
+    else:
+        linears = [head]
+    return any([_align_linear(m, multiple) for m in linears if isinstance(m, torch.nn.Linear)])
+
+
 class CourseInternVL(InternVL_V1_5):
     """XTuner's ``InternVL_V1_5`` with the course's compatibility fixes (see module docstring).
 
@@ -117,6 +176,7 @@ class CourseInternVL(InternVL_V1_5):
             freeze_visual_encoder, llm_lora, visual_encoder_lora, ...).
         activation_checkpointing: keep XTuner's activation checkpointing of the LLM (True, its
             behaviour); False trades memory for speed: no forward is run twice.
+        aligned_lm_head: compute the LM head through padded weights (:func:`align_lm_head`).
 
     Example (config file)::
 
@@ -124,7 +184,7 @@ class CourseInternVL(InternVL_V1_5):
                      freeze_visual_encoder=True, llm_lora=dict(type=LoraConfig, r=128, ...))
     """
 
-    def __init__(self, *args, activation_checkpointing: bool = True, **kwargs):
+    def __init__(self, *args, activation_checkpointing: bool = True, aligned_lm_head: bool = False, **kwargs):
         ensure_process_group()
         disable_broken_bitsandbytes()
         # XTuner forces flash_attention_2 on the LLM config. Nothing is done about that
@@ -136,6 +196,8 @@ class CourseInternVL(InternVL_V1_5):
             # XTuner turns it on twice (in __init__ and again through peft's
             # prepare_model_for_kbit_training when it adds LoRA): switch it off once both ran.
             self.activation_checkpointing_disable()
+        if aligned_lm_head and align_lm_head(self.model.language_model):
+            print_log("LM head computed through a weight padded to a multiple of 64 rows.", logger="current")
         self._keep_trainables_in_fp32()
 
     def _keep_trainables_in_fp32(self) -> None:

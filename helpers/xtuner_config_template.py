@@ -106,6 +106,7 @@ dataloader_num_workers = $dataloader_num_workers  # dataloader worker processes
 # (not `activation_checkpointing`: mmengine's Runner reads a top-level key of that name as a module list)
 llm_activation_checkpointing = $activation_checkpointing  # recompute the LLM's activations in backward: less memory, more time
 fused_adamw = $fused_adamw  # the AdamW update as one fused CUDA kernel
+aligned_lm_head = $aligned_lm_head  # LM head through weights padded to 64 rows: same logits, faster matmuls
 max_epochs = $max_epochs  # passes over the training set
 optim_type = AdamW
 lr = $lr  # peak learning rate
@@ -130,6 +131,7 @@ model = dict(
     freeze_llm=True,
     freeze_visual_encoder=True,
     activation_checkpointing=llm_activation_checkpointing,
+    aligned_lm_head=aligned_lm_head,
     # comment the following lines if you don't want to use Lora in llm
     llm_lora=dict(
         type=LoraConfig,
@@ -308,6 +310,7 @@ class Recipe:
     dataloader_num_workers: int
     llm_activation_checkpointing: bool
     fused_adamw: bool
+    aligned_lm_head: bool
     save_steps: int
     save_total_limit: int
     save_optimizer: bool
@@ -480,6 +483,7 @@ def render_config(settings: Settings, model_path, train_json, image_folder, work
         accumulative_counts=recipe.accumulative_counts,
         dataloader_num_workers=recipe.dataloader_num_workers, max_epochs=recipe.max_epochs,
         activation_checkpointing=recipe.llm_activation_checkpointing, fused_adamw=recipe.fused_adamw,
+        aligned_lm_head=recipe.aligned_lm_head,
         lr=recipe.lr, betas=repr(tuple(recipe.betas)), weight_decay=recipe.weight_decay,
         max_norm=recipe.max_norm, warmup_ratio=recipe.warmup_ratio,
         optim_wrapper_settings=optim_settings,

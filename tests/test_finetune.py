@@ -249,8 +249,8 @@ def test_speed_recipes_keep_the_maths_and_match_the_benchmark(tmp_path, monkeypa
         S = speed_settings(course, name)
         assert S.batch_size * S.accumulative_counts == 8 and (S.lr, S.max_epochs, S.lora_r) == (3e-5, 10, 128)
         b = RECIPES[bench]
-        assert (S.batch_size, S.accumulative_counts, S.llm_activation_checkpointing, S.fused_adamw) == \
-            (b["batch"], b["accum"], b["checkpointing"], b["fused"]), name
+        assert (S.batch_size, S.accumulative_counts, S.llm_activation_checkpointing, S.fused_adamw,
+                S.aligned_lm_head) == (b["batch"], b["accum"], b["checkpointing"], b["fused"], b.get("aligned", False)), name
     tiny = get_settings("tiny")
     assert speed_settings(tiny, "recommended").batch_size * speed_settings(tiny, "recommended").accumulative_counts \
         == tiny.batch_size * tiny.accumulative_counts
@@ -273,6 +273,7 @@ def test_speed_recipes_keep_the_maths_and_match_the_benchmark(tmp_path, monkeypa
     path.write_text(text, encoding="utf-8")
     cfg = Config.fromfile(str(path))
     assert cfg.model.activation_checkpointing is False and cfg.optim_wrapper.optimizer.fused is True
+    assert cfg.model.aligned_lm_head is True and "aligned_lm_head = True (course recipe: False)" in text
     assert cfg.train_dataloader.batch_size == 2 and cfg.optim_wrapper.accumulative_counts == 4
     assert cfg.train_dataloader.sampler.per_device_batch_size == 8
 
@@ -293,6 +294,48 @@ def test_llm_activation_checkpointing_switch(tiny_model_dir, checkpointing):
                  if hasattr(m, "gradient_checkpointing")]
         assert flags and all(f is checkpointing for f in flags), flags
         assert any(p.requires_grad for n, p in model.named_parameters() if "lora_" in n)  # LoRA still trains
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def test_aligned_lm_head_gives_the_same_logits_and_gradients(tiny_model_dir):
+    pytest.importorskip("xtuner")
+    import torch
+    import torch.distributed as dist
+    from peft import LoraConfig
+
+    from helpers.xtuner_compat import CourseInternVL, align_lm_head
+
+    # target_modules=None as in the course recipe: XTuner puts LoRA on the head ("output") too
+    model = CourseInternVL(model_path=str(tiny_model_dir), freeze_llm=True, freeze_visual_encoder=True,
+                           llm_lora=LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, task_type="CAUSAL_LM"))
+    try:
+        llm = model.model.language_model
+        head = llm.get_output_embeddings()
+        assert hasattr(head, "lora_B"), type(head)
+        rows = head.base_layer.weight.shape[0]
+        assert rows % 64, "the tiny vocabulary must be unaligned for this test to mean anything"
+        torch.manual_seed(0)
+        for b in head.lora_B.values():  # LoRA's B starts at zero: give it values so it counts
+            torch.nn.init.normal_(b.weight, std=0.1)
+        lora_b = next(iter(head.lora_B.values())).weight
+        x = torch.randn(2, 5, head.in_features, dtype=head.base_layer.weight.dtype, requires_grad=True)
+
+        def run():
+            out = head(x)
+            gx, gb = torch.autograd.grad(out.float().square().sum(), (x, lora_b))
+            return out, gx, gb
+
+        before = run()
+        assert align_lm_head(llm) is True
+        after = run()
+        assert after[0].shape == before[0].shape == (2, 5, rows)
+        for a, b in zip(after, before):  # logits, input gradient, LoRA B gradient
+            torch.testing.assert_close(a, b)
+        with torch.no_grad():  # a frozen weight changed after the switch (DeepSpeed casts it) is padded again
+            head.base_layer.weight.mul_(2)
+        assert not torch.allclose(head(x), after[0])
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()

@@ -60,20 +60,25 @@ def test_ranges_cover_the_model_parts_and_come_off(tiny_model_dir, lora):
 
 
 class _Avg:
-    def __init__(self, key, self_dev, total_dev=0.0, count=1):
-        self.key, self.count = key, count
+    def __init__(self, key, self_dev, total_dev=0.0, count=1, device="DeviceType.CUDA"):
+        self.key, self.count, self.device_type = key, count, device
         self.self_device_time_total, self.device_time_total = self_dev, total_dev or self_dev
 
 
 def test_summary_shares_and_busy_fraction():
     rows = [_Avg("sm90_xmma_gemm_bf16", 6000.0, count=4), _Avg("flash_fwd_kernel", 2000.0),
-            _Avg("vectorized_elementwise_kernel", 2000.0), _Avg("aten::mm", 0.0, 6000.0),
-            _Avg("course::vision_model", 0.0, 3000.0)]
+            _Avg("vectorized_elementwise_kernel", 2000.0),
+            # an operator reports its kernels' time as its own self time too: not a kernel, not counted
+            _Avg("aten::mm", 6000.0, 6000.0, device="DeviceType.CPU"),
+            _Avg("course::vision_model", 0.0, 3000.0, device="DeviceType.CPU"),
+            # ...and the same range as a GPU annotation: not a kernel
+            _Avg("course::vision_model", 3000.0, 3000.0)]
     s = summarize(rows, wall_s=0.02, iters=2)  # 10 ms of kernels over 20 ms wall
     assert s["clock"] == "cuda"
     assert s["kernel_ms_per_iter"] == 5.0 and s["wall_ms_per_iter"] == 10.0 and s["gpu_busy"] == 0.5
     assert s["categories"]["matmul"] == {"ms_per_iter": 3.0, "share": 0.6}
     assert list(s["categories"])[0] == "matmul"
     assert s["parts"] == {"InternViT forward": 1.5}
+    assert all(not k["name"].startswith("course::") for k in s["top_kernels"])
     assert s["top_kernels"][0]["calls_per_iter"] == 2.0
     assert s["top_ops"][0] == {"name": "aten::mm", "ms_per_iter": 3.0}
