@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shutil
 import sys
 import tempfile
@@ -83,11 +84,93 @@ def lmdeploy_pipeline(model: Path, system_prompt: str | None):
 
     from helpers.deploy import internvl2_chat_template
 
+    from helpers.deploy import _keep_images_first
+
     S = get_settings()
     backend = lmdeploy.PytorchEngineConfig(session_len=S.session_len, cache_max_entry_count=S.cache_max_entry_count,
                                            logprobs_mode="raw_logprobs")
-    return lmdeploy.pipeline(str(model), backend_config=backend, trust_remote_code=True,
+    pipe = lmdeploy.pipeline(str(model), backend_config=backend, trust_remote_code=True,
                              chat_template_config=internvl2_chat_template(system_prompt) if system_prompt else None)
+    if os.environ.get("PARITY_TEXT_FIRST") != "1":  # LMDeploy's own (text, image) order: set it to see the difference
+        _keep_images_first(pipe)
+    return pipe
+
+
+def _find_module_with(root, attr: str, prefix: str = "lmdeploy.", limit: int = 200000):
+    """Breadth-first search of an object graph for an ``nn.Module`` of package ``prefix`` that has ``attr``.
+
+    LMDeploy keeps its model several objects deep (engine, executor, model agent); the search
+    must not stop at a transformers model some other object holds.
+    """
+    import collections
+
+    import torch
+
+    queue, seen = collections.deque([root]), set()
+    while queue and len(seen) < limit:
+        obj = queue.popleft()
+        if id(obj) in seen or isinstance(obj, (str, bytes, int, float, bool, type(None), torch.Tensor, type)):
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, torch.nn.Module) and hasattr(obj, attr) and type(obj).__module__.startswith(prefix):
+            return obj
+        if isinstance(obj, dict):
+            queue.extend(obj.values())
+        elif isinstance(obj, (list, tuple, set)):
+            queue.extend(obj)
+        elif hasattr(obj, "__dict__"):
+            queue.extend(vars(obj).values())
+    return None
+
+
+def vision_features(model: Path, images) -> list:
+    """Image tokens of both engines for each image, crossed: each engine's model on each engine's pixels.
+
+    Returns rows with the max / mean absolute difference and the cosine similarity of the image
+    tokens (N x 256 x hidden), so that preprocessing and the vision model are told apart.
+    """
+    import torch
+
+    from helpers.deploy import TransformersEngine
+    from helpers.evaluate import close_engine, trained_system_prompt
+
+    eng = TransformersEngine(model, system_prompt=trained_system_prompt(model))
+    from helpers.tiling import to_pixel_values
+
+    ours_pixels = [to_pixel_values(img, max_num=eng.max_dynamic_patch, image_size=eng.image_size,
+                                   use_thumbnail=eng.use_thumbnail, min_num=eng.min_dynamic_patch) for img in images]
+    with torch.inference_mode():
+        ours_on_ours = [eng.model.extract_feature(p.to(eng.device, eng.dtype)).float().cpu() for p in ours_pixels]
+    pipe = lmdeploy_pipeline(model, trained_system_prompt(model))
+    try:
+        vl = getattr(getattr(pipe, "async_engine", pipe), "vl_encoder").model  # as helpers.deploy finds it
+        lm_pixels = [vl.preprocess([{"role": "user", "content": [{"type": "image", "data": img}]}])[-1]["content"][0]
+                     ["pixel_values"] for img in images]
+        lm_model = _find_module_with(pipe, "extract_feature")
+        if lm_model is None:
+            raise RuntimeError("LMDeploy's model object with extract_feature not found in this process")
+        print(f"LMDeploy's vision path: {type(lm_model).__module__}.{type(lm_model).__name__}")
+        dev, dt = next(lm_model.parameters()).device, next(lm_model.parameters()).dtype
+        with torch.inference_mode():
+            lm_on_lm = [lm_model.extract_feature(p.to(dev, dt)).float().cpu() for p in lm_pixels]
+            lm_on_ours = [lm_model.extract_feature(p.to(dev, dt)).float().cpu() for p in ours_pixels]
+            ours_on_lm = [eng.model.extract_feature(p.to(eng.device, eng.dtype)).float().cpu() for p in lm_pixels]
+    finally:
+        close_engine(pipe)
+        close_engine(eng)
+
+    def diff(a, b):
+        return dict(max_abs=round(float((a - b).abs().max()), 4), mean_abs=round(float((a - b).abs().mean()), 4),
+                    cos=round(float(torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0)), 5))
+
+    rows = []
+    for i in range(len(images)):
+        px = dict(max_abs=round(float((ours_pixels[i].float() - lm_pixels[i].float()).abs().max()), 4))
+        rows += [dict(image=i, what="pixels: ours vs LMDeploy's", **px),
+                 dict(image=i, what="features, same pixels (ours): our model vs LMDeploy's", **diff(ours_on_ours[i], lm_on_ours[i])),
+                 dict(image=i, what="features, same model (ours): our pixels vs LMDeploy's", **diff(ours_on_ours[i], ours_on_lm[i])),
+                 dict(image=i, what="features as served: ours vs LMDeploy's", **diff(ours_on_ours[i], lm_on_lm[i]))]
+    return rows
 
 
 def compare(tf: dict, lm: dict) -> dict:
@@ -142,6 +225,8 @@ def main(argv=None) -> int:
     ap.add_argument("--n", type=int, default=8, help="val questions")
     ap.add_argument("--answers", type=int, default=4, help="greedy answers compared in full")
     ap.add_argument("--set", action="append", default=[], help="also a copy with dotted.key=JSON (repeatable)")
+    ap.add_argument("--features", action="store_true",
+                    help="also compare the image tokens of both engines (crossed: pixels x vision model)")
     ap.add_argument("--out-dir", default=None)
     args = ap.parse_args(argv)
     if not need_cuda("LMDeploy"):
@@ -159,6 +244,12 @@ def main(argv=None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="parity-"))
     variants += [(a, config_variant(model, a, tmp)) for a in args.set]
     rows, summary = [], {}
+    if args.features:
+        from helpers.tiling import load_image
+
+        feats = vision_features(model, [load_image(it.image) for it in items[:4]])
+        print_table(feats)
+        rows += [dict(variant="features", input="features", **f) for f in feats]
     for label, path in variants:
         rows += run_model(path, items, args.answers, label)
         for kind in ("text", "image"):
@@ -168,7 +259,7 @@ def main(argv=None) -> int:
                                                 median_max_gap=sorted(gaps)[len(gaps) // 2] if gaps else None)
         ans = [r for r in rows if r["variant"] == label and r["input"] == "answer"]
         print_table(ans, ["variant", "q", "tf_answer", "lm_answer", "same"])
-    print_table([r for r in rows if r["input"] != "answer"],
+    print_table([r for r in rows if r["input"] in ("text", "image")],
                 ["variant", "input", "q", "top1_same", "tf_tok", "tf_p1", "lm_tok", "lm_p1", "max_gap", "shared"])
     print_table([dict(case=k, **v) for k, v in summary.items()])
     write_results("engine-parity", dict(environment=environment(), model=str(model), n=len(items), rows=rows,

@@ -518,3 +518,24 @@ def test_weight_format_reads_lmdeploy_awq_config_and_transformers_refuses_it(tin
     assert weight_format(awq) == "awq"
     with pytest.raises(ValueError, match="awq weights.*engine='lmdeploy'"):
         make_pipeline(awq, engine="transformers")
+
+
+def test_images_first_gives_lmdeploy_the_training_order(tmp_path):
+    from PIL import Image
+
+    from helpers.deploy import images_first
+
+    img = Image.new("RGB", (32, 24), (200, 30, 30))
+    path = tmp_path / "dish.jpg"
+    img.save(path)
+    swapped = images_first(("这是什么菜？", str(path)))
+    assert isinstance(swapped[0], Image.Image) and swapped[1] == "这是什么菜？"  # a path becomes an image
+    imgs, text = images_first(("两张图", [img, str(path)]))
+    assert text == "两张图" and all(isinstance(i, Image.Image) for i in imgs)
+    for unchanged in ("纯文本", (img, "已经是图片在前"), [{"role": "user", "content": "hi"}]):
+        assert images_first(unchanged) is unchanged
+    mm = pytest.importorskip("lmdeploy.serve.processors.multimodal", reason="LMDeploy's prompt formatting")
+    fmt = mm.MultimodalProcessor._re_format_prompt_images_pair
+    # LMDeploy's own reading of the two orders: text first as given, image first after images_first
+    assert [c["type"] for c in fmt(("这是什么菜？", img))["content"]][0] == "text"
+    assert [c["type"] for c in fmt(images_first(("这是什么菜？", img)))["content"]][0] != "text"
