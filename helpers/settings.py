@@ -111,7 +111,7 @@ class Settings:
     pretrain_stage1_lr: float = 5e-4  # stage 1 peak learning rate (higher inflates the image tokens of a frozen LLM)
     pretrain_stage2_epochs: int = 2  # stage 2 (whole model): passes over the instructions (~1.3 per image)
     pretrain_stage2_lr: float = 1e-3  # stage 2 peak learning rate
-    pretrain_vit_lr_mult: float = 0.1  # stages 1-2: InternViT learns at lr x this (keeps its warm-up features)
+    pretrain_vit_lr_mult: float = 0.0  # stages 1-2: InternViT's lr = lr x this; 0 keeps it frozen after stage 0b (its food features)
     pretrain_batch_size: int = 8  # stages 1 and 2: images per step
 
     extra: dict = field(default_factory=dict)  # notebook-level overrides, kept for the record

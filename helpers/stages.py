@@ -616,7 +616,7 @@ image_folder = {image_folder!r}  # the JSON's image paths are relative to this
 prompt_template = PROMPT_TEMPLATE.internlm2_chat
 max_length = {max_length}  # tokens per sample, image tokens included
 freeze_llm = {freeze_llm}  # stage 1: True (only InternViT + MLP learn); stage 2: False
-freeze_visual_encoder = {freeze_vit}  # False in both stages: InternViT learns
+freeze_visual_encoder = {freeze_vit}  # True: InternViT keeps its stage-0b weights (pretrain_vit_lr_mult 0)
 batch_size = {batch_size}  # samples per step
 accumulative_counts = 1  # no gradient accumulation
 dataloader_num_workers = 0  # worker processes only add start-up time on a small CPU
@@ -913,15 +913,19 @@ def build_base(settings: Settings, force: bool = False, progress: bool = True) -
     seconds["stage0b"] = round(time.time() - t, 1)
 
     stages = {}
-    plan = [("stage1", "stage 1 - InternViT + MLP learn, LLM frozen, on captions", stage0_dir,
+    # A ViT learning rate of 0 means frozen: XTuner then skips its gradients altogether.
+    freeze_vit = recipe.vit_lr_mult == 0
+    what = "MLP learns (InternViT kept from stage 0b)" if freeze_vit else "InternViT + MLP learn"
+    plan = [("stage1", f"stage 1 - {what}, LLM frozen, on captions", stage0_dir,
              data["stage1"], True, recipe.stage1_epochs, recipe.stage1_lr, work / "stage1-model"),
-            ("stage2", "stage 2 - the whole model learns, on instructions", work / "stage1-model",
+            ("stage2", "stage 2 - MLP + LLM learn, on instructions" if freeze_vit
+             else "stage 2 - the whole model learns, on instructions", work / "stage1-model",
              data["stage2"], False, recipe.stage2_epochs, recipe.stage2_lr, out)]
     for name, title, start, data_json, freeze_llm, epochs, lr, model_out in plan:
         t = time.time()
         n_samples = len(json.loads(Path(data_json).read_text(encoding="utf-8")))
         config = write_stage_config(work / f"{name}.py", title, start, data_json, data["root"], work / name,
-                                    freeze_llm=freeze_llm, freeze_vit=False, n_samples=n_samples,
+                                    freeze_llm=freeze_llm, freeze_vit=freeze_vit, n_samples=n_samples,
                                     batch_size=recipe.batch_size, max_epochs=epochs, lr=lr,
                                     vit_lr_mult=recipe.vit_lr_mult, seed=recipe.seed)
         stages[name] = _run_xtuner_stage(name, config, work / name, model_out, progress)
