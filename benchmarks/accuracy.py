@@ -122,33 +122,19 @@ def dequantize_checkpoint(awq_dir: Path, out_dir: Path, dtype: str = "bfloat16")
     return out_dir
 
 
-def engine_dtype(pipe) -> str:
-    """The precision the engine computes in, as it reports it."""
-    dtype = getattr(pipe, "dtype", None)  # helpers.deploy.TransformersEngine
-    if dtype is None:
-        cfg = getattr(pipe, "backend_config", None)
-        dtype = getattr(cfg, "dtype", None)
-    return str(dtype).replace("torch.", "") if dtype is not None else "?"
-
-
 def score(model_dir: Path, engine: str, items, settings, batch_size: int) -> dict:
-    """Evaluate one model directory with one engine; the row of the results table."""
-    from helpers.deploy import make_pipeline, weight_format
-    from helpers.evaluate import close_engine, evaluate, trained_system_prompt
+    """Evaluate one model directory with one engine (``helpers.evaluate.evaluate_model``); a results-table row."""
+    from helpers.deploy import weight_format
+    from helpers.evaluate import evaluate_model, trained_system_prompt
 
     prompt = trained_system_prompt(model_dir)
     t0 = time.perf_counter()
-    pipe = make_pipeline(model_dir, engine=engine, system_prompt=prompt, settings=settings)
-    load_s = time.perf_counter() - t0
-    try:
-        res = evaluate(pipe, items, "course", name=model_dir.name, system_prompt=prompt, batch_size=batch_size,
-                       progress=False)
-        dtype = engine_dtype(pipe)
-    finally:
-        close_engine(pipe)
-    return dict(engine=engine, weights=weight_format(model_dir) or "plain", dtype=dtype,
+    res = evaluate_model(model_dir, items, name=model_dir.name, system_prompt=prompt, engine=engine,
+                         settings=settings, batch_size=batch_size, progress=False)
+    total = time.perf_counter() - t0
+    return dict(engine=engine, weights=weight_format(model_dir) or "plain",
                 accuracy=round(100 * res.accuracy, 1), cuisine=round(100 * res.rate("choice_ok"), 1),
-                dish=round(100 * res.rate("dish_ok"), 1), n=len(res.rows), load_s=round(load_s, 1),
+                dish=round(100 * res.rate("dish_ok"), 1), n=len(res.rows), load_s=round(total - res.seconds, 1),
                 eval_s=round(res.seconds, 1), trained_prompt=bool(prompt),
                 wrong_examples=[w.get("answer") for w in res.wrong()[:5]])
 
