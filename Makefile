@@ -27,7 +27,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help setup system envs kernels tiny data course test test-unit test-notebooks lab webui refresh-notebooks wheelhouse clean
+.PHONY: help setup system envs kernels tiny replica data course test test-unit test-notebooks lab webui refresh-notebooks wheelhouse clean
 
 help:
 	@echo "make course   set up what is missing, run all notebooks in order (executed copies in $(ART)/executed)"
@@ -37,7 +37,7 @@ help:
 	@echo "make webui    the Gradio web UI on 127.0.0.1:7860 (base model)"
 	@echo "make wheelhouse PY=3.12 PLATFORM=manylinux_2_28_x86_64   wheels for an air-gapped GPU server"
 
-setup: system envs kernels tiny data
+setup: system envs kernels tiny replica data
 
 # A CJK font for the Chinese labels in plots, headless Chromium for the browser test (Debian packages).
 # Best effort: without root/sudo the course still runs (plots show boxes for Chinese, the browser test skips).
@@ -76,6 +76,13 @@ kernels: envs
 tiny: $(TINY)/config.json
 $(TINY)/config.json: $(VENV_L)/.installed $(wildcard helpers/internvl/*.py) helpers/models.py
 	$(PY_L) -m helpers.models build-tiny --out $(TINY) --force
+
+# The published InternVL2-2B layout (OpenGVLab's file set, InternLM2's sentencepiece tokenizer) at tiny sizes:
+# what the tests run every course path on, besides the tiny build.
+REPLICA := $(ART)/models/internvl2-2b-replica-tiny
+replica: $(REPLICA)/replica_build.json
+$(REPLICA)/replica_build.json: $(VENV_L)/.installed helpers/replica.py $(wildcard helpers/internvl/*.py)
+	$(PY_L) -m helpers.replica --out $(REPLICA) --force
 
 data: $(LLAVA)/train.json
 $(SYNTH)/sivqa_tidy.json: $(VENV_L)/.installed helpers/synth.py helpers/foods.py

@@ -122,6 +122,7 @@ def run_transformers(model_path: Path, requests: list, new_tokens: int, batch: i
     import torch
 
     from helpers.models import load_model
+    from helpers.prompts import build_query
     from helpers.tiling import load_image, to_pixel_values
 
     t0 = time.perf_counter()
@@ -132,7 +133,7 @@ def run_transformers(model_path: Path, requests: list, new_tokens: int, batch: i
     tok.padding_side = "left"
 
     def generate(items, n_new):
-        prompts = [model.build_prompt(q, None, [1])[0] for q, _ in items]
+        prompts = [build_query(model, q, [1])[0] for q, _ in items]
         enc = tok(prompts, return_tensors="pt", padding=True).to(device)
         pv = torch.cat([pixels[p] for _, p in items])
         if device == "cuda":
@@ -221,6 +222,7 @@ def run_lmdeploy(model_path: Path, requests: list, new_tokens: int, batch1_n: in
     from PIL import Image
 
     from helpers.deploy import internvl2_chat_template
+    from helpers.model_dir import runnable_dir
 
     lmdeploy = _lmdeploy()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -230,7 +232,7 @@ def run_lmdeploy(model_path: Path, requests: list, new_tokens: int, batch1_n: in
         extra["vision_config"] = lmdeploy.VisionConfig(max_batch_size=int(knobs.pop("vision_max_batch_size")))
     free_before = torch.cuda.mem_get_info()[0] / 2**30
     t0 = time.perf_counter()
-    pipe = lmdeploy.pipeline(str(model_path), backend_config=lmdeploy.PytorchEngineConfig(**knobs),
+    pipe = lmdeploy.pipeline(str(runnable_dir(model_path)), backend_config=lmdeploy.PytorchEngineConfig(**knobs),
                              chat_template_config=internvl2_chat_template(INTERNVL2_SYSTEM_PROMPT),
                              trust_remote_code=True, **extra)
     build_s = time.perf_counter() - t0
@@ -343,7 +345,7 @@ def quantize_awq(model_path: Path, out_dir: Path, calib_samples: int, calib_seql
     if out_dir.exists():
         shutil.rmtree(out_dir)
     t0 = time.perf_counter()
-    awq_mod.auto_awq(str(model_path), work_dir=str(out_dir), calib_dataset="wikitext2", calib_samples=calib_samples,
+    awq_mod.auto_awq(str(runnable_dir(model_path)), work_dir=str(out_dir), calib_dataset="wikitext2", calib_samples=calib_samples,
                      calib_seqlen=calib_seqlen, w_bits=4, w_group_size=128, device=device, dtype=dtype, trust_remote_code=True)
     copy_remote_code(out_dir)  # the course's model code, so the quantized dir loads like the original
     for f in model_path.iterdir():

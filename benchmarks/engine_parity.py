@@ -27,6 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import environment, need_cuda, print_table, write_results  # noqa: E402
+from helpers.model_dir import runnable_dir  # noqa: E402
 from helpers.settings import get_settings  # noqa: E402
 
 
@@ -89,7 +90,7 @@ def lmdeploy_pipeline(model: Path, system_prompt: str | None):
     S = get_settings()
     backend = lmdeploy.PytorchEngineConfig(session_len=S.session_len, cache_max_entry_count=S.cache_max_entry_count,
                                            logprobs_mode="raw_logprobs")
-    pipe = lmdeploy.pipeline(str(model), backend_config=backend, trust_remote_code=True,
+    pipe = lmdeploy.pipeline(str(runnable_dir(model)), backend_config=backend, trust_remote_code=True,
                              chat_template_config=internvl2_chat_template(system_prompt) if system_prompt else None)
     if os.environ.get("PARITY_TEXT_FIRST") != "1":  # LMDeploy's own (text, image) order: set it to see the difference
         _keep_images_first(pipe)

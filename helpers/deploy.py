@@ -40,10 +40,11 @@ import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from helpers import prompts
 from helpers.settings import get_settings
 
 ENGINES = ("lmdeploy", "transformers")
-IMG_START, IMG_END, IMG_CONTEXT = "<img>", "</img>", "<IMG_CONTEXT>"
+from helpers.prompts import IMG_CONTEXT
 
 
 def _need(module: str, requirements: str = "requirements-lmdeploy.txt"):
@@ -359,19 +360,12 @@ class TransformersEngine:
     def __init__(self, model_path=None, *, max_dynamic_patch: int | None = None, system_prompt: str | None = None,
                  device: str | None = None, max_batch_size: int = 16):
         torch = _need("torch")
-        transformers = _need("transformers")
+        from helpers.models import load_model
+
         self.model_path = Path(model_path or get_settings().model_path)
-        if not (self.model_path / "config.json").is_file():
-            raise FileNotFoundError(f"no checkpoint at {self.model_path} (config.json missing); "
-                                    "build the tiny one with `python -m helpers.models build-tiny`")
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
-        dtype_key = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
-        self.model = transformers.AutoModel.from_pretrained(
-            str(self.model_path), trust_remote_code=True, low_cpu_mem_usage=True, **{dtype_key: self.dtype}
-        ).eval().to(self.device)
-        self.tokenizer = transformers.AutoTokenizer.from_pretrained(str(self.model_path), trust_remote_code=True,
-                                                                    use_fast=False)
+        self.model, self.tokenizer = load_model(self.model_path, device=self.device, dtype=self.dtype)
         cfg = self.model.config
         self.max_dynamic_patch = int(max_dynamic_patch or getattr(cfg, "max_dynamic_patch", 12))
         self.min_dynamic_patch = int(getattr(cfg, "min_dynamic_patch", 1))
@@ -381,25 +375,15 @@ class TransformersEngine:
         self.max_batch_size = max_batch_size
         self.model.img_context_token_id = self.tokenizer.convert_tokens_to_ids(IMG_CONTEXT)
         # Stop where the model's own chat() stops: at the turn separator <|im_end|>, or at EOS.
-        template = self._template()
-        self.stop_ids = [self.tokenizer.convert_tokens_to_ids(template.sep.strip())]
-        if self.tokenizer.eos_token_id is not None and self.tokenizer.eos_token_id not in self.stop_ids:
-            self.stop_ids.append(self.tokenizer.eos_token_id)
+        self.template = getattr(self.model, "template", None) or prompts.TEMPLATE
+        self.stop_ids = prompts.stop_token_ids(self.tokenizer, self.template)
         if self.tokenizer.pad_token_id is None:  # left padding for batches needs some pad id
             self.tokenizer.pad_token = self.tokenizer.unk_token or self.tokenizer.eos_token
         self._lock = threading.Lock()
         self._ids = itertools.count()
         self._response_cls = _response_class()
 
-    # ---- prompt building (the same template and image tokens as the model's own chat())
-    def _template(self):
-        # The checkpoint's remote code module imports get_conv_template; using it keeps prompts
-        # identical to model.chat() for the tiny model and InternVL2-2B alike.
-        module = sys.modules[type(self.model).__module__]
-        template = module.get_conv_template(self.model.template)
-        template.system_message = getattr(self, "system_prompt", None) or self.model.system_message
-        return template
-
+    # ---- prompt building: helpers.prompts, from the model's public attributes (any InternVL2 model)
     def _load(self, image):
         from PIL import Image
 
@@ -415,20 +399,16 @@ class TransformersEngine:
         """``[(prompt, answer|None), ...]`` -> (query text, [pixel_values per image])."""
         from helpers.tiling import to_pixel_values
 
-        template = self._template()
-        tiles = []
+        tiles, rendered = [], []
         for prompt, answer in turns:
             text, images = _split_prompt(prompt)
-            template.append_message(template.roles[0], _place_images(text, len(images)))
-            template.append_message(template.roles[1], answer)
+            rendered.append((_place_images(text, len(images)), answer))
             for image in images:
                 tiles.append(to_pixel_values(self._load(image), max_num=self.max_dynamic_patch,
                                              image_size=self.image_size, use_thumbnail=self.use_thumbnail,
                                              min_num=self.min_dynamic_patch))
-        query = template.get_prompt()
-        for pv in tiles:
-            tokens = IMG_START + IMG_CONTEXT * (self.model.num_image_token * pv.shape[0]) + IMG_END
-            query = query.replace("<image>", tokens, 1)
+        query = prompts.render(rendered, self.system_prompt, self.template)
+        query = prompts.expand_images(query, [pv.shape[0] for pv in tiles], self.model.num_image_token)
         return query, tiles
 
     def _hf_kwargs(self, gen: dict) -> dict:
@@ -708,6 +688,8 @@ def weight_format(model_path) -> str | None:
 
 
 def _build_lmdeploy(model_path, session_len, cache_max_entry_count, tp, system_prompt):
+    from helpers.model_dir import runnable_dir
+
     lmdeploy = _need("lmdeploy")
     quant = weight_format(model_path)
     backend = lmdeploy.PytorchEngineConfig(session_len=session_len, cache_max_entry_count=cache_max_entry_count, tp=tp,
@@ -715,6 +697,9 @@ def _build_lmdeploy(model_path, session_len, cache_max_entry_count, tp, system_p
                                            **({"model_format": quant} if quant else {}))
     template = internvl2_chat_template(system_prompt) if system_prompt else None
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is downloaded, ever
+    # LMDeploy reads the config through the checkpoint's remote code: the course's loading rule
+    # (its configuration class pickles by name, which tensor-parallel workers need).
+    model_path = runnable_dir(model_path)
 
     def build():
         # Parts of LMDeploy ask asyncio for "the" loop of the building thread; give it a fresh one.
@@ -914,10 +899,15 @@ class ApiServer:
         if command is not None:
             self.command = [str(c) for c in command]
         else:
+            from helpers.model_dir import runnable_dir
+
+            # The loading rule where the checkpoint is there; a path that is not (yet) there stays as
+            # written, and api_server names it when it starts.
+            served = runnable_dir(self.model_path) if (self.model_path / "config.json").is_file() else self.model_path
             if backend != "pytorch":
                 raise ValueError(f"backend {backend!r}: this course serves with LMDeploy's PyTorch engine only")
             self.command = [
-                sys.executable, "-m", "lmdeploy", "serve", "api_server", str(self.model_path),
+                sys.executable, "-m", "lmdeploy", "serve", "api_server", str(served),
                 "--backend", backend, "--trust-remote-code",
                 "--server-name", self.host, "--server-port", str(self.port),
                 "--session-len", str(session_len or S.session_len),

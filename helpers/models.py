@@ -379,7 +379,11 @@ def _refresh_remote_code(out: Path) -> None:
 
 
 def load_model(path=None, device: str = "cpu", dtype=None):
-    """Load an InternVL2 checkpoint (tiny or real) with its tokenizer, ready for ``chat``.
+    """Load an InternVL2 checkpoint (tiny, converted or the published InternVL2-2B) with its tokenizer.
+
+    Follows the course's loading rule (:mod:`helpers.model_dir`): the checkpoint's weights,
+    config and tokenizer; its own model code where the installed transformers runs it, else the
+    course's implementation through a view under ``artifacts/model-views/``.
 
     Args:
         path: checkpoint directory (default: ``get_settings().model_path``).
@@ -389,19 +393,24 @@ def load_model(path=None, device: str = "cpu", dtype=None):
     Returns:
         (model in eval mode with ``img_context_token_id`` set, tokenizer).
 
+    Raises:
+        FileNotFoundError: no config.json at ``path``.
+        helpers.model_dir.UnsupportedCheckpoint: not InternVL2 with an InternLM2 LLM.
+
     Example:
         >>> model, tok = load_model("artifacts/models/internvl2-tiny")   # doctest: +SKIP
         >>> model.chat(tok, None, "你好", dict(max_new_tokens=8))          # doctest: +SKIP
     """
+    from helpers.model_dir import runnable_dir
+
     torch = _need("torch")
     transformers = _need("transformers")
-    path = Path(path) if path is not None else get_settings().model_path
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"no checkpoint at {path} (config.json missing); run `python -m helpers.models build-tiny`")
+    path = runnable_dir(Path(path) if path is not None else get_settings().model_path)
     if dtype is None:
         dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     dtype_key = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
-    model = transformers.AutoModel.from_pretrained(str(path), trust_remote_code=True, **{dtype_key: dtype})
+    model = transformers.AutoModel.from_pretrained(str(path), trust_remote_code=True, low_cpu_mem_usage=True,
+                                                   **{dtype_key: dtype})
     model = model.to(device).eval()
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(path), trust_remote_code=True)
     model.img_context_token_id = tokenizer.convert_tokens_to_ids("<IMG_CONTEXT>")

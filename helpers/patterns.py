@@ -466,6 +466,7 @@ def internvl_walkthrough(model, tokenizer, image, question: str, max_num: int | 
         ``{"stages": [(name, shape), ...], "num_tiles", "num_image_tokens", "prompt_tokens",
         "next_token_id", "next_token"}``.
     """
+    from helpers.prompts import build_query
     from helpers.tiling import to_pixel_values
 
     max_num = max_num or model.config.max_dynamic_patch
@@ -486,7 +487,7 @@ def internvl_walkthrough(model, tokenizer, image, question: str, max_num: int | 
         tokens = model.mlp1(shuffled.flatten(1, 2))
         stages.append(("mlp1 -> image tokens (tiles, 256, C_llm)", tuple(tokens.shape)))
         torch.testing.assert_close(tokens, model.extract_feature(pv))  # the model's own path agrees
-        prompt, _ = model.build_prompt(question, None, [pv.shape[0]])
+        prompt, _ = build_query(model, question, [pv.shape[0]])  # public attributes only: any InternVL2 model
         ids = tokenizer(prompt, return_tensors="pt").input_ids.to(device)
         stages.append(("prompt token ids (1, L)", tuple(ids.shape)))
         context_id = tokenizer.convert_tokens_to_ids("<IMG_CONTEXT>")

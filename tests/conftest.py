@@ -30,3 +30,26 @@ def tiny_model(tiny_model_dir):
     from helpers.models import load_model
 
     return load_model(tiny_model_dir, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def replica_dir():
+    """The published InternVL2-2B layout at tiny sizes (``helpers.replica``), built if missing or outdated.
+
+    Its model code counts as the checkpoint's own (like OpenGVLab's files), its tokenizer is the
+    slow InternLM2 sentencepiece tokenizer, its config carries every published key.
+    """
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    pytest.importorskip("sentencepiece")
+    from helpers.replica import build_replica
+
+    return build_replica(shapes="tiny")
+
+
+@pytest.fixture(scope="session")
+def replica_model(replica_dir):
+    """(model, tokenizer) of the replica through the course's loading rule; shared, do not modify."""
+    from helpers.models import load_model
+
+    return load_model(replica_dir, device="cpu")

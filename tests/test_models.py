@@ -14,6 +14,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from helpers import models  # noqa: E402
+from helpers.prompts import build_query  # noqa: E402
 from helpers.settings import INTERNVL2_SYSTEM_PROMPT, XTUNER_SYSTEM_PROMPT  # noqa: E402
 
 QUESTION = "图片中的菜叫什么名字?"
@@ -113,14 +114,19 @@ print("ok")
 """
 
 
-def test_config_pickles_after_transformers_reruns_its_module(tiny_model_dir):
+@pytest.mark.parametrize("checkpoint", ["tiny_model_dir", "replica_dir"])
+def test_config_pickles_after_transformers_reruns_its_module(checkpoint, request):
+    """LMDeploy's tp workers on the tiny build and on the published layout (through the loading rule)."""
     import copy
     import pickle
     import subprocess
 
-    config = transformers.AutoConfig.from_pretrained(str(tiny_model_dir), trust_remote_code=True)
+    from helpers.model_dir import runnable_dir
+
+    path = runnable_dir(request.getfixturevalue(checkpoint))
+    config = transformers.AutoConfig.from_pretrained(str(path), trust_remote_code=True)
     assert copy.deepcopy(config).to_dict() == config.to_dict()
-    done = subprocess.run([sys.executable, "-c", _RERUN_WORKER, str(tiny_model_dir)], input=pickle.dumps(config),
+    done = subprocess.run([sys.executable, "-c", _RERUN_WORKER, str(path)], input=pickle.dumps(config),
                           capture_output=True, timeout=300)
     assert done.returncode == 0 and done.stdout.decode().strip().endswith("ok"), done.stderr.decode()[-2000:]
 
@@ -179,7 +185,7 @@ def test_chat_template_matches_model_prompt(tiny_model):
     messages = [{"role": "user", "content": "<image>\n" + QUESTION}, {"role": "assistant", "content": "川菜"},
                 {"role": "user", "content": "它属于哪个菜系?"}]
     rendered = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    prompt, _ = model.build_prompt("它属于哪个菜系?", history=[("<image>\n" + QUESTION, "川菜")])
+    prompt, _ = build_query(model, "它属于哪个菜系?", history=[("<image>\n" + QUESTION, "川菜")])
     assert rendered == prompt
     assert prompt == ("<|im_start|>system\n" + INTERNVL2_SYSTEM_PROMPT + "<|im_end|><|im_start|>user\n<image>\n"
                       + QUESTION + "<|im_end|><|im_start|>assistant\n川菜<|im_end|><|im_start|>user\n它属于哪个菜系?"
@@ -189,16 +195,16 @@ def test_chat_template_matches_model_prompt(tiny_model):
     assert with_system.startswith("<|im_start|>system\nS<|im_end|><|im_start|>user\n")
 
 
-def test_build_prompt_expands_images(tiny_model):
+def test_build_query_expands_images(tiny_model):
     model, _ = tiny_model
-    prompt, question = model.build_prompt(QUESTION, num_patches_list=[3])
+    prompt, question = build_query(model, QUESTION, [3])
     assert question == "<image>\n" + QUESTION
     assert prompt.count("<IMG_CONTEXT>") == 3 * 256 and prompt.count("<img>") == 1
     assert "<img>" + "<IMG_CONTEXT>" * 768 + "</img>\n" + QUESTION in prompt
     # an explicit <image> is kept where it is; no image -> nothing added
-    prompt, question = model.build_prompt(f"{QUESTION}\n<image>", num_patches_list=[1])
+    prompt, question = build_query(model, f"{QUESTION}\n<image>", [1])
     assert question == f"{QUESTION}\n<image>" and prompt.count("<IMG_CONTEXT>") == 256
-    assert model.build_prompt(QUESTION)[1] == QUESTION
+    assert build_query(model, QUESTION)[1] == QUESTION
 
 
 # --------------------------------------------------------------------------- inference
@@ -218,7 +224,7 @@ def test_chat_with_history(tiny_model):
 
 
 def _greedy_ids(model, tok, pv, question, n, **kw):
-    prompt, _ = model.build_prompt(question, num_patches_list=[len(pv)] if pv is not None else [])
+    prompt, _ = build_query(model, question, [len(pv)] if pv is not None else [])
     enc = tok(prompt, return_tensors="pt")
     return model.generate(pixel_values=pv, input_ids=enc.input_ids, attention_mask=enc.attention_mask,
                           max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=tok.pad_token_id, **kw)
@@ -256,7 +262,7 @@ def test_generate_stops_at_im_end_by_default(tiny_model):
                 scores[:, im_end] = 0
             return scores
 
-    prompt, _ = model.build_prompt(QUESTION, num_patches_list=[1])
+    prompt, _ = build_query(model, QUESTION, [1])
     enc = tok(prompt, return_tensors="pt")
     out = model.generate(pixel_values=_pv(1), input_ids=enc.input_ids, attention_mask=enc.attention_mask,
                          max_new_tokens=10, logits_processor=transformers.LogitsProcessorList([ForceImEndThird()]))
@@ -314,7 +320,7 @@ def test_streaming_through_chat(tiny_model):
 
 
 def _train_batch(model, tok, tiles=2):
-    prompt, _ = model.build_prompt(QUESTION, num_patches_list=[tiles])
+    prompt, _ = build_query(model, QUESTION, [tiles])
     prompt_ids = tok(prompt).input_ids
     answer_ids = tok("川菜，图中的菜是麻婆豆腐<|im_end|>", add_special_tokens=False).input_ids
     ids = torch.tensor([prompt_ids + answer_ids])
@@ -499,7 +505,7 @@ def test_set_system_prompt(tiny_model_dir, tmp_path):
     model, tok = models.load_model(dst)
     assert model.system_message == XTUNER_SYSTEM_PROMPT
     rendered = tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True)
-    assert rendered == model.build_prompt("hi")[0]
+    assert rendered == build_query(model, "hi")[0]
     assert XTUNER_SYSTEM_PROMPT in rendered
     with pytest.raises(FileNotFoundError):
         models.set_system_prompt(tmp_path / "nowhere", "x")

@@ -83,6 +83,9 @@ class InternVLChatConfig(PretrainedConfig):
         self.ps_version = ps_version
         self.min_dynamic_patch = min_dynamic_patch
         self.max_dynamic_patch = max_dynamic_patch
+        # InternVL2 never shares the LLM's input and output embeddings; a config.json without the key
+        # (the published layout has it only in llm_config) must not fall back to PretrainedConfig's True.
+        kwargs.setdefault("tie_word_embeddings", False)
         # Last, so that transformers 5 (which walks `sub_configs` inside __init__) finds them set.
         super().__init__(**kwargs)
 

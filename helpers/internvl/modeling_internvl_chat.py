@@ -79,6 +79,8 @@ class InternVLChatModel(PreTrainedModel, GenerationMixin):
         )
         self.img_context_token_id = None
         self.system_message = getattr(config, "system_message", None) or INTERNVL2_SYSTEM_MESSAGE
+        self.conv_template = get_conv_template(self.template)
+        self.conv_template.system_message = self.system_message
         self.post_init()
 
     def _init_weights(self, module):
@@ -103,6 +105,13 @@ class InternVLChatModel(PreTrainedModel, GenerationMixin):
 
     def get_input_embeddings(self):
         return self.language_model.get_input_embeddings()
+
+    def get_output_embeddings(self):
+        return self.language_model.get_output_embeddings()
+
+    @property
+    def lm_head(self):
+        return self.language_model.get_output_embeddings()
 
     # ---------------------------------------------------------------- vision side
     def pixel_shuffle(self, x, scale_factor=0.5):
@@ -208,7 +217,7 @@ class InternVLChatModel(PreTrainedModel, GenerationMixin):
         )
 
     # ---------------------------------------------------------------- inference
-    def build_prompt(self, question, history=None, num_patches_list=None):
+    def _build_prompt(self, question, history=None, num_patches_list=None):
         """The full prompt text for one question, with image placeholders expanded.
 
         Args:
@@ -274,7 +283,7 @@ class InternVLChatModel(PreTrainedModel, GenerationMixin):
         Args:
             tokenizer: the checkpoint's tokenizer.
             pixel_values: (tiles, 3, 448, 448) tensor for all images of this turn, or None.
-            question: user text; see :meth:`build_prompt` for ``<image>`` handling.
+            question: user text; see :meth:`_build_prompt` for ``<image>`` handling.
             generation_config: dict of generate() kwargs (max_new_tokens, do_sample, streamer...)
                 or a ``GenerationConfig``; None means greedy, 256 new tokens.
             history: list of (question, answer) from an earlier call, or None.
@@ -297,7 +306,7 @@ class InternVLChatModel(PreTrainedModel, GenerationMixin):
             raise ValueError(f"pixel_values has {len(pixel_values)} tiles but num_patches_list sums to {sum(num_patches_list)}")
         self.img_context_token_id = tokenizer.convert_tokens_to_ids(IMG_CONTEXT_TOKEN)
         history = list(history or [])
-        prompt, question = self.build_prompt(question, history, num_patches_list)
+        prompt, question = self._build_prompt(question, history, num_patches_list)
         inputs = tokenizer(prompt, return_tensors="pt")
         device = self.language_model.device
         kwargs, sep = self._generation_kwargs(tokenizer, generation_config)
@@ -352,7 +361,7 @@ class InternVLChatModel(PreTrainedModel, GenerationMixin):
         if len(num_patches_list) != len(questions):
             raise ValueError(f"{len(questions)} questions but num_patches_list has {len(num_patches_list)} entries")
         self.img_context_token_id = tokenizer.convert_tokens_to_ids(IMG_CONTEXT_TOKEN)
-        prompts = [self.build_prompt(q, None, [n] if n else [])[0] for q, n in zip(questions, num_patches_list)]
+        prompts = [self._build_prompt(q, None, [n] if n else [])[0] for q, n in zip(questions, num_patches_list)]
         old_side = tokenizer.padding_side
         tokenizer.padding_side = "left"  # generation continues at the right end of every row
         try:

@@ -1,0 +1,156 @@
+"""InternVL2's chat format in one place: the prompt text, the image tokens, the stop marker.
+
+InternVL2-2B (and InternVL2-8B) were trained with the ``internlm2-chat`` template::
+
+    <|im_start|>system\\n{system}<|im_end|><|im_start|>user\\n<img><IMG_CONTEXT>*N</img>\\n{question}<|im_end|><|im_start|>assistant\\n
+
+(one line). Every course path builds its prompts here, from the model's *public* attributes
+(``template``, ``system_message``, ``num_image_token``: OpenGVLab's ``InternVLChatModel`` has
+them too), never from methods that only the course's own implementation has. The image goes
+before the question, as in the model's own ``chat()`` and in XTuner's training data.
+
+Example:
+    >>> render([("<image>\\n这是什么菜？", None)], "S")
+    '<|im_start|>system\\nS<|im_end|><|im_start|>user\\n<image>\\n这是什么菜？<|im_end|><|im_start|>assistant\\n'
+    >>> expand_images("<image>\\nQ", [2], num_image_token=2)
+    '<img><IMG_CONTEXT><IMG_CONTEXT><IMG_CONTEXT><IMG_CONTEXT></img>\\nQ'
+"""
+from __future__ import annotations
+
+from helpers.internvl.conversation import get_conv_template
+from helpers.settings import INTERNVL2_SYSTEM_PROMPT, XTUNER_SYSTEM_PROMPT
+
+IMAGE = "<image>"  # where an image goes in a question, before expansion
+IMG_START = "<img>"
+IMG_END = "</img>"
+IMG_CONTEXT = "<IMG_CONTEXT>"  # one per image feature; the model splices features in at these ids
+TEMPLATE = "internlm2-chat"  # the only template the course's checkpoints and InternVL2-2B/8B use
+SYSTEM_PROMPTS = {"internvl2": INTERNVL2_SYSTEM_PROMPT, "xtuner": XTUNER_SYSTEM_PROMPT}
+
+__all__ = ["IMAGE", "IMG_START", "IMG_END", "IMG_CONTEXT", "TEMPLATE", "SYSTEM_PROMPTS", "image_tokens",
+           "expand_images", "with_image_marks", "render", "build_query", "stop_marker", "stop_token_ids"]
+
+
+def _conversation(template: str):
+    try:
+        return get_conv_template(template)
+    except KeyError:
+        raise ValueError(f"conversation template {template!r} is not one the course knows ({TEMPLATE!r}: "
+                         "InternVL2-2B and InternVL2-8B); InternVL2-1B/4B use other LLMs and templates") from None
+
+
+def image_tokens(num_tiles: int, num_image_token: int = 256) -> str:
+    """The text that stands for one image of ``num_tiles`` tiles.
+
+    Args:
+        num_tiles: tiles of this image (thumbnail included).
+        num_image_token: LLM tokens per tile (256 for 448 px tiles, patch 14, pixel shuffle 0.5).
+
+    Returns:
+        ``<img>`` + ``<IMG_CONTEXT>`` x (tiles x num_image_token) + ``</img>``.
+    """
+    return IMG_START + IMG_CONTEXT * (int(num_image_token) * int(num_tiles)) + IMG_END
+
+
+def expand_images(prompt: str, num_patches_list, num_image_token: int = 256) -> str:
+    """Replace the ``<image>`` marks of a rendered prompt, in order, by each image's tokens.
+
+    Args:
+        prompt: text with one ``<image>`` per image.
+        num_patches_list: tiles per image, in prompt order.
+        num_image_token: LLM tokens per tile.
+
+    Returns:
+        The prompt with image tokens.
+
+    Raises:
+        ValueError: fewer ``<image>`` marks than images.
+    """
+    for n in num_patches_list:
+        if IMAGE not in prompt:
+            raise ValueError(f"{len(list(num_patches_list))} images but the prompt has fewer {IMAGE} marks")
+        prompt = prompt.replace(IMAGE, image_tokens(n, num_image_token), 1)
+    return prompt
+
+
+def with_image_marks(text: str, n_images: int) -> str:
+    """Put the missing ``<image>`` marks in front of the text, one line each (image first).
+
+    Args:
+        text: the user's question, possibly with its own ``<image>`` marks.
+        n_images: images that come with it.
+
+    Returns:
+        The question with at least ``n_images`` marks.
+    """
+    missing = n_images - text.count(IMAGE)
+    return (IMAGE + "\n") * max(missing, 0) + text
+
+
+def render(turns, system_message: str, template: str = TEMPLATE) -> str:
+    """The prompt text of a conversation (image marks not yet expanded).
+
+    Args:
+        turns: ``[(user_text, answer_or_None), ...]``; a final ``None`` answer leaves the
+            assistant's turn open for the model to write.
+        system_message: the system prompt.
+        template: the checkpoint's ``config.template``.
+
+    Returns:
+        The rendered prompt.
+    """
+    conv = _conversation(template)
+    conv.system_message = system_message
+    for user, answer in turns:
+        conv.append_message(conv.roles[0], user)
+        conv.append_message(conv.roles[1], answer)
+    return conv.get_prompt()
+
+
+def build_query(model, question: str, num_patches_list=(), history=(), system_message: str | None = None) -> tuple:
+    """The exact prompt ``model.chat`` builds, from the model's public attributes only.
+
+    Works for the course's model and OpenGVLab's alike: it reads ``model.template``,
+    ``model.system_message`` and ``model.num_image_token``.
+
+    Args:
+        model: a loaded InternVLChatModel.
+        question: the user's text; ``<image>\\n`` is put in front when it has fewer marks than images.
+        num_patches_list: tiles per image of this turn ([] for text only).
+        history: earlier ``(question, answer)`` pairs.
+        system_message: overrides ``model.system_message``.
+
+    Returns:
+        (prompt with image tokens, the question as it goes into the history).
+
+    Example:
+        >>> # prompt, q = build_query(model, "这是什么菜？", [7])
+    """
+    num_patches_list = list(num_patches_list or [])
+    history = list(history or [])
+    marks = sum(q.count(IMAGE) for q, _ in history)
+    question = with_image_marks(question, len(num_patches_list) - marks) if num_patches_list else question
+    system = system_message if system_message is not None else model.system_message
+    prompt = render(history + [(question, None)], system, getattr(model, "template", None) or TEMPLATE)
+    return expand_images(prompt, num_patches_list, model.num_image_token), question
+
+
+def stop_marker(template: str = TEMPLATE) -> str:
+    """The text that ends an assistant turn (``<|im_end|>``)."""
+    return _conversation(template).sep
+
+
+def stop_token_ids(tokenizer, template: str = TEMPLATE) -> list:
+    """Token ids generation stops at: the turn end, then the tokenizer's EOS.
+
+    Args:
+        tokenizer: the checkpoint's tokenizer.
+        template: the checkpoint's ``config.template``.
+
+    Returns:
+        A list of ids, ``<|im_end|>`` first.
+    """
+    ids = [tokenizer.convert_tokens_to_ids(stop_marker(template))]
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
+        ids.append(tokenizer.eos_token_id)
+    return ids
