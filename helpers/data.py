@@ -28,6 +28,7 @@ from pathlib import Path
 
 from helpers.checks import (ImageLimits, LengthCheck, check_foodieqa, check_llava,  # noqa: F401  (re-exported)
                             find_image_root, inspect_images, read_json_records)
+from helpers.jsonio import InvalidRecord
 from helpers.convert import (ANSWER_JOIN, ConvertReport, foodieqa_to_llava, split_images,  # noqa: F401
                              split_unit)
 from helpers.xtuner_rules import (IMAGE_MARKERS, IMAGE_TOKEN, XTUNER_INSTRUCTION, XTUNER_SUFFIX,  # noqa: F401
@@ -49,7 +50,9 @@ def load_llava(path) -> list:
         raise ValueError(str(problems[0]))
     bad = [i for i, r in enumerate(records) if not isinstance(r, dict)]
     if bad:
-        raise ValueError(f"{path}: record {bad[0]} is not a JSON object ({len(bad)} such records)")
+        first = records[bad[0]]
+        why = str(first) if isinstance(first, InvalidRecord) else "is not a JSON object"
+        raise ValueError(f"{path}: record {bad[0]}: {why} ({len(bad)} such records)")
     return records
 
 

@@ -280,3 +280,10 @@ def test_stats_match_xtuner_dataset(foodie, tmp_path):
         item = ds[i]
         assert len(item["input_ids"]) == row["seq_tokens"], (i, row)
         assert item["pixel_values"].shape[0] * 256 == row["image_tokens"]
+
+
+def test_load_llava_names_a_blank_jsonl_line(tmp_path):
+    path = tmp_path / "train.jsonl"
+    path.write_text('{"id": "a"}\n\n{"id": "b"}\n', encoding="utf-8")
+    with pytest.raises(ValueError, match="record 1: line 2 is blank"):
+        load_llava(path)
