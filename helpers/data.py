@@ -1,15 +1,14 @@
-"""FoodieQA -> LLaVA JSON for XTuner, dataset statistics, and the data command line.
+"""Loading LLaVA data, dataset statistics, and the data command line.
 
-The conversion is the upstream course's (question + ``<image>`` -> answer text + "，图中的菜是" +
-dish name) with three additions: a held-out split *by image* and stratified by dish, EXIF
-rotation baked into upright copies (XTuner's loader ignores EXIF), and honest accounting --
-every record is either converted or listed as skipped with its index, field and reason.
+The FoodieQA -> LLaVA conversion lives in :mod:`helpers.convert`, the checks in
+:mod:`helpers.checks`; both are re-exported here.
 
 Command line::
 
-    python -m helpers.data convert [--sivqa FILE --images DIR --out DIR]
-    python -m helpers.data check FILE --images DIR [--workers N] [--json]
-    python -m helpers.data check-foodieqa FILE --images DIR [--json]
+    python -m helpers.data convert [--sivqa FILE --images DIR --out DIR] [--all]
+    python -m helpers.data check FILE --images DIR [--workers N] [--json] [--all]
+                                 [--tokenizer DIR] [--max-length N] [--no-length]
+    python -m helpers.data check-foodieqa FILE --images DIR [--json] [--all]
 
 Example:
     >>> from helpers.data import foodieqa_to_llava, load_llava
@@ -20,230 +19,20 @@ Example:
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import statistics
 import sys
 from collections import Counter, defaultdict
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from helpers.checks import (IMAGE_TOKEN, ImageLimits, Problem, check_foodieqa, check_foodieqa_record,
-                            check_llava, find_image_root, inspect_images, read_json_records, safe_image_path)
-
-ANSWER_JOIN = "，图中的菜是"  # upstream course: choices[answer] + this + dish name
-# XTuner 0.2.0 InternVL_V1_5_Dataset's InternLM2 prompt (it overrides the internlm2_chat template).
-XTUNER_SYSTEM = "<|im_start|>system\n{system}<|im_end|>"
-XTUNER_INSTRUCTION = "<|im_start|>user\n{input}<|im_end|><|im_start|>assistant\n"
-XTUNER_SUFFIX = "<|im_end|>"
-IMAGE_MARKERS = "<img></img>\n"  # wraps the <IMG_CONTEXT> run XTuner puts before the question
-
-
-@dataclass
-class ConvertReport:
-    """What :func:`foodieqa_to_llava` did. ``read == converted + skipped`` always holds."""
-
-    sivqa_file: str
-    image_root: str
-    out_dir: str
-    read: int = 0
-    converted: int = 0
-    skipped: int = 0
-    train: int = 0
-    val: int = 0
-    train_images: int = 0
-    val_images: int = 0
-    exif_baked: int = 0
-    dishes: int = 0
-    dishes_in_val: int = 0
-    problems: list = field(default_factory=list)  # Problem per reason (skips are severity "error")
-
-    def __str__(self) -> str:
-        lines = [f"{self.sivqa_file}: read {self.read} = converted {self.converted} + skipped {self.skipped}",
-                 f"  train {self.train} samples / {self.train_images} images, val {self.val} samples / "
-                 f"{self.val_images} images; {self.dishes_in_val} of {self.dishes} dishes in val",
-                 f"  EXIF-rotated images baked upright: {self.exif_baked}; image root: {self.image_root}",
-                 f"  -> {self.out_dir}/train.json, val.json"]
-        lines += [f"  {p}" for p in self.problems[:20]]
-        if len(self.problems) > 20:
-            lines.append(f"  ... {len(self.problems) - 20} more problems")
-        return "\n".join(lines)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def split_unit(seed: int, food_file: str) -> float:
-    """A uniform number in [0, 1) fixed by seed and image path (order-independent split)."""
-    digest = hashlib.sha256(f"{seed}\0{food_file}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
-
-
-def split_images(image_dish: dict, val_fraction: float, seed: int) -> set:
-    """Pick the validation images: per dish, ``round(n * val_fraction)`` of its n images.
-
-    A dish with >= 2 images always gets at least one in val and keeps at least one in train; a
-    dish with one image goes to val with probability ``val_fraction`` (by its hash).
-
-    Args:
-        image_dish: ``{food_file: dish}``.
-        val_fraction: share of images held out, in [0, 1).
-        seed: split seed.
-
-    Returns:
-        The set of validation ``food_file`` paths.
-
-    Example:
-        >>> sorted(split_images({"a": "x", "b": "x", "c": "y"}, 0.5, 0))
-        ['a', 'c']
-    """
-    if not 0 <= val_fraction < 1:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    by_dish = defaultdict(list)
-    for path, dish in image_dish.items():
-        by_dish[dish].append(path)
-    val = set()
-    for dish, paths in by_dish.items():
-        paths.sort(key=lambda p: (split_unit(seed, p), p))
-        if val_fraction == 0:
-            continue
-        if len(paths) == 1:
-            if split_unit(seed + 1, paths[0]) < val_fraction:
-                val.add(paths[0])
-            continue
-        k = min(len(paths) - 1, max(1, round(len(paths) * val_fraction)))
-        val.update(paths[:k])
-    return val
-
-
-def _bake_upright(src: Path, dst: Path) -> tuple:
-    from PIL import Image, ImageOps
-
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    with Image.open(src) as im:
-        fmt = im.format
-        upright = ImageOps.exif_transpose(im)  # also drops the Orientation tag
-        kwargs = {"quality": 95, "exif": upright.getexif().tobytes()} if fmt in ("JPEG", "MPO") else {}
-        upright.save(dst, "JPEG" if fmt == "MPO" else fmt, **kwargs)
-        return upright.size
-
-
-def foodieqa_to_llava(sivqa_file, image_root, out_dir, val_fraction: float = 0.25, seed: int = 0,
-                      bake_exif: bool = True, strict: bool = False, workers: int | None = None) -> ConvertReport:
-    """Convert FoodieQA ``sivqa_tidy.json`` to LLaVA ``train.json`` / ``val.json`` for XTuner.
-
-    Each entry becomes ``{"id", "image", "image_wh": [[w, h]], "conversations": [human:
-    question + "\\n<image>", gpt: choices[answer] + "，图中的菜是" + dish], "meta": {...}}``.
-    ``meta`` keeps question_type, food_name, cuisine, choices, answer index and the original
-    food_file for evaluation (XTuner ignores unknown keys).
-
-    Args:
-        sivqa_file: the FoodieQA JSON list.
-        image_root: the folder ``food_meta.food_file`` is relative to (``root/images`` is found
-            automatically). This is the ``image_folder`` to give XTuner.
-        out_dir: where train.json, val.json (and upright/) go.
-        val_fraction: share of images (not records) held out, stratified by dish.
-        seed: split seed (a hash of seed and food_file; record order does not matter).
-        bake_exif: write EXIF-rotated photos upright to ``out_dir/upright/`` and point there
-            (absolute path; :func:`helpers.checks.check_llava` allows that folder).
-        strict: raise ValueError at the first bad record instead of skipping it.
-        workers: image-check processes (None = CPU count).
-
-    Returns:
-        A :class:`ConvertReport`.
-
-    Raises:
-        ValueError: the file is unreadable, not JSON or not a list (nothing can be converted),
-            or ``strict`` and a record is bad.
-
-    Example:
-        >>> rep = foodieqa_to_llava("sivqa_tidy.json", "data", "out")  # doctest: +SKIP
-        >>> print(rep)  # doctest: +SKIP
-    """
-    file_problems: list = []
-    records = read_json_records(sivqa_file, file_problems)
-    if records is None:
-        raise ValueError(str(file_problems[0]))
-    name, out = str(sivqa_file), Path(out_dir)
-    metas = [r.get("food_meta") if isinstance(r, dict) else None for r in records]
-    root = find_image_root(image_root, [m.get("food_file") for m in metas if isinstance(m, dict)])
-    rep = ConvertReport(name, str(root), str(out), read=len(records))
-    bad: dict = defaultdict(list)
-
-    def problem(i, fld, kind, msg, sev="error"):
-        p = Problem(name, i, fld, kind, msg, sev)
-        if strict and sev == "error":
-            raise ValueError(str(p))
-        rep.problems.append(p)
-        if sev == "error":
-            bad[i].append(p)
-
-    paths = {}
-    for i, rec in enumerate(records):
-        for fld, kind, msg, sev in check_foodieqa_record(rec):
-            problem(i, fld, kind, msg, sev)
-        if i in bad:
-            continue
-        path, err = safe_image_path(root, rec["food_meta"]["food_file"])
-        if err:
-            problem(i, "food_meta.food_file", *err)
-        else:
-            paths[i] = path
-    images = inspect_images(paths.values(), ImageLimits(), workers)
-    for i, path in paths.items():
-        for kind, msg, sev in images[str(path)]["problems"]:
-            problem(i, "food_meta.food_file", kind, f"{path}: {msg}", sev)
-    good = [i for i in range(len(records)) if i not in bad]
-    image_dish = {}
-    for i in good:
-        image_dish.setdefault(records[i]["food_meta"]["food_file"], records[i]["food_meta"]["food_name"])
-    val_images = split_images(image_dish, val_fraction, seed)
-
-    placed = {}  # food_file -> (record image path, [w, h]) once per image
-    for i in good:
-        food_file = records[i]["food_meta"]["food_file"]
-        if food_file in placed:
-            continue
-        info = images[str(paths[i])]
-        if bake_exif and info["orientation"] in range(2, 9):
-            dst = (out / "upright" / food_file).resolve()
-            placed[food_file] = (str(dst), list(_bake_upright(paths[i], dst)))
-            rep.exif_baked += 1
-        else:
-            placed[food_file] = (food_file, list(info["size"]))
-    splits = {"train": [], "val": []}
-    stem = Path(name).stem
-    for i in good:
-        rec, meta = records[i], records[i]["food_meta"]
-        image, wh = placed[meta["food_file"]]
-        answer = int(rec["answer"])
-        splits["val" if meta["food_file"] in val_images else "train"].append({
-            "id": str(rec.get("question_id") or f"{stem}-{i}"),
-            "image": image,
-            "image_wh": [wh],
-            "conversations": [
-                {"from": "human", "value": rec["question"] + "\n" + IMAGE_TOKEN},
-                {"from": "gpt", "value": rec["choices"][answer] + ANSWER_JOIN + meta["food_name"]},
-            ],
-            "meta": {"question_type": rec["question_type"], "food_name": meta["food_name"],
-                     "cuisine": meta.get("food_type"), "choices": rec["choices"], "answer": answer,
-                     "food_file": meta["food_file"], "source_index": i},
-        })
-    out.mkdir(parents=True, exist_ok=True)
-    # train.json last: the notebooks convert again when it is missing, so a conversion killed
-    # between the two files never leaves a train.json without its val.json.
-    for split in ("val", "train"):
-        tmp = out / f".{split}.json.tmp"
-        tmp.write_text(json.dumps(splits[split], ensure_ascii=False, indent=1), encoding="utf-8")
-        os.replace(tmp, out / f"{split}.json")  # readers never see a half-written file
-    rep.converted, rep.skipped = len(good), len(bad)
-    rep.train, rep.val = len(splits["train"]), len(splits["val"])
-    rep.val_images = len(val_images)
-    rep.train_images = len(image_dish) - rep.val_images
-    rep.dishes = len(set(image_dish.values()))
-    rep.dishes_in_val = len({image_dish[p] for p in val_images})
-    return rep
+from helpers.checks import (ImageLimits, LengthCheck, check_foodieqa, check_llava,  # noqa: F401  (re-exported)
+                            find_image_root, inspect_images, read_json_records)
+from helpers.jsonio import InvalidRecord
+from helpers.convert import (ANSWER_JOIN, ConvertReport, foodieqa_to_llava, split_images,  # noqa: F401
+                             split_unit)
+from helpers.xtuner_rules import (IMAGE_MARKERS, IMAGE_TOKEN, XTUNER_INSTRUCTION, XTUNER_SUFFIX,  # noqa: F401
+                                  XTUNER_SYSTEM)
 
 
 def load_llava(path) -> list:
@@ -261,7 +50,9 @@ def load_llava(path) -> list:
         raise ValueError(str(problems[0]))
     bad = [i for i, r in enumerate(records) if not isinstance(r, dict)]
     if bad:
-        raise ValueError(f"{path}: record {bad[0]} is not a JSON object ({len(bad)} such records)")
+        first = records[bad[0]]
+        why = str(first) if isinstance(first, InvalidRecord) else "is not a JSON object"
+        raise ValueError(f"{path}: record {bad[0]}: {why} ({len(bad)} such records)")
     return records
 
 
@@ -393,54 +184,97 @@ def dataset_stats(records: list, image_root, tokenizer=None, settings=None, work
     }
 
 
-def main(argv=None) -> int:
-    """Command line entry point (``python -m helpers.data --help``)."""
+def _parser():
     import argparse
-
-    from helpers.settings import get_settings
 
     ap = argparse.ArgumentParser(prog="python -m helpers.data", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
-    c = sub.add_parser("check", help="check a LLaVA .json/.jsonl file and its images")
+    c = sub.add_parser("check", help="check a LLaVA .json/.jsonl file, its images and its token lengths")
     c.add_argument("file")
     c.add_argument("--images", required=True, help="image root (XTuner image_folder)")
-    c.add_argument("--workers", type=int, default=None)
-    c.add_argument("--json", action="store_true", help="print the report as JSON")
-    c.add_argument("--show", type=int, default=3, help="problems shown per kind")
+    c.add_argument("--tokenizer", default=None, help="tokenizer folder for the length check (default: the course model)")
+    c.add_argument("--max-length", type=int, default=None, help="XTuner max_length (default: settings.max_length)")
+    c.add_argument("--no-length", action="store_true", help="skip the sequence-length check")
     f = sub.add_parser("check-foodieqa", help="check a raw FoodieQA sivqa_tidy.json and its images")
     f.add_argument("file")
     f.add_argument("--images", required=True)
-    f.add_argument("--workers", type=int, default=None)
-    f.add_argument("--json", action="store_true")
-    f.add_argument("--show", type=int, default=3)
+    for p in (c, f):
+        p.add_argument("--workers", type=int, default=None)
+        p.add_argument("--json", action="store_true", help="print the report as JSON")
+        p.add_argument("--show", type=int, default=3, help="problems shown per kind")
     v = sub.add_parser("convert", help="FoodieQA -> LLaVA train.json/val.json (defaults: helpers.settings)")
     v.add_argument("--sivqa", default=None)
     v.add_argument("--images", default=None)
-    v.add_argument("--out", default=None)
+    v.add_argument("--out", default=None, help="output folder")
     v.add_argument("--val-fraction", type=float, default=None)
     v.add_argument("--seed", type=int, default=None)
     v.add_argument("--no-bake-exif", action="store_true")
     v.add_argument("--strict", action="store_true")
-    args = ap.parse_args(argv)
+    v.add_argument("--show", type=int, default=20, help="problems shown")
+    for p in (c, f, v):
+        p.add_argument("--all", action="store_true", help="print every problem")
+    return ap
+
+
+_LENGTH_CHECKS: dict = {}  # the tokenizer loads once per process (tests call main() many times)
+
+
+def _length_check(args, S):
+    """A LengthCheck for the CLI, or the reason there is none."""
+    key = (str(args.tokenizer or S.model_path), args.max_length)
+    if key not in _LENGTH_CHECKS:
+        try:
+            _LENGTH_CHECKS[key] = LengthCheck.from_settings(S, args.tokenizer, args.max_length)
+        except (OSError, ValueError, ImportError) as e:
+            _LENGTH_CHECKS[key] = f"not run: {e}"
+    return _LENGTH_CHECKS[key]
+
+
+def _run(args) -> int:
+    from helpers.settings import get_settings
+
+    S = get_settings()
     if args.cmd == "convert":
-        S = get_settings()
         try:
             rep = foodieqa_to_llava(args.sivqa or S.sivqa_file, args.images or S.data_root, args.out or S.llava_dir,
                                     S.synth_val_fraction if args.val_fraction is None else args.val_fraction,
                                     S.seed if args.seed is None else args.seed,
                                     bake_exif=not args.no_bake_exif, strict=args.strict)
-        except ValueError as e:
+        except (ValueError, OSError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
-        print(rep)
+        print(rep.format(None if args.all else args.show))
         return 1 if rep.skipped else 0
     if args.cmd == "check":
-        report = check_llava(args.file, args.images, workers=args.workers)
+        length = None if args.no_length else _length_check(args, S)
+        note = length if isinstance(length, str) else ""
+        report = check_llava(args.file, args.images, workers=args.workers,
+                             length=None if isinstance(length, str) else length)
+        report.length_check = report.length_check or note or ("not run (--no-length)" if args.no_length else "")
     else:
         report = check_foodieqa(args.file, args.images, workers=args.workers)
     print(json.dumps(report.to_dict(), ensure_ascii=False, indent=1, default=str) if args.json
-          else report.format(args.show))
+          else report.format(None if args.all else args.show))
     return report.exit_code
+
+
+def main(argv=None) -> int:
+    """Command line entry point (``python -m helpers.data --help``).
+
+    Exit codes: 0 all good, 1 something rejected or skipped, 2 the input or output cannot be
+    used at all, 3 an internal error (reported in one line, never as a traceback).
+
+    Example:
+        >>> main(["check", "train.json", "--images", "data", "--all"])  # doctest: +SKIP
+        0
+    """
+    args = _parser().parse_args(argv)
+    try:
+        return _run(args)
+    except Exception as e:  # last resort: a learner sees one line naming the input, never a traceback
+        print(f"error: internal error while running {args.cmd} ({type(e).__name__}: {e}); "
+              "please report it with the input file", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

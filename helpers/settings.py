@@ -94,6 +94,8 @@ class Settings:
     webui_port: int = 7860  # Gradio web UI port
     max_upload_mb: float = 20.0  # web UI refuses larger uploads
     max_image_pixels: int = 40_000_000  # web UI refuses images with more pixels than this
+    max_message_chars: int = 2000  # web UI refuses longer questions (they would be replayed every turn)
+    max_history_chars: int = 6000  # web UI gives the engine the image turn + newest turns within this many characters
 
     # --- notebook 02: InternVL 1.5's training stages in miniature (tiny model -> tiny_base_model_path)
     pretrain_images: int = 320  # drawn shape scenes the stages train on (448 px: one tile each)

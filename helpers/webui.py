@@ -24,13 +24,13 @@ import copy
 import json
 import logging
 import os
-import re
 import sys
 import threading
-import warnings
 from pathlib import Path
 
 from helpers.settings import get_settings
+from helpers.webui_input import (UploadError, bound_history, discard_upload, load_upload,  # noqa: F401  (re-exported)
+                                 message_problem)
 
 log = logging.getLogger("helpers.webui")
 
@@ -39,129 +39,6 @@ THINKING = "⏳ 模型正在读图和思考……"
 BUSY = "⚠️ 上一条回答还没有结束，请稍候再发送。"
 EMPTY_STATE = {"image": None, "image_name": None, "history": [], "messages": [], "model": None,
                "pending": None, "busy": False}
-
-
-class UploadError(ValueError):
-    """An upload the UI refuses; the message is shown to the user as it is."""
-
-
-# --------------------------------------------------------------------------- image checks
-
-
-def _to_rgb(img, notes: list):
-    """Any Pillow mode -> RGB the way a viewer would show it (alpha over white, 16 bit scaled)."""
-    import numpy as np
-    from PIL import Image
-
-    mode = img.mode
-    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
-        arr = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if arr.max(initial=0) > 255 else 255.0  # 16-bit data in a 32-bit mode
-        arr = np.clip(arr * (255.0 / top), 0, 255).astype(np.uint8)
-        notes.append(f"{mode} 高位深图片已缩放为 8 位")
-        return Image.fromarray(arr, "L").convert("RGB")
-    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in img.info):
-        rgba = img.convert("RGBA")
-        background = Image.new("RGB", rgba.size, (255, 255, 255))
-        background.paste(rgba, mask=rgba.getchannel("A"))
-        notes.append("透明部分已填成白色")
-        return background
-    if mode == "CMYK":
-        notes.append("CMYK 颜色已转换为 RGB")
-    return img if mode == "RGB" else img.convert("RGB")
-
-
-_STRICT_LOCK = threading.Lock()
-
-
-def _load_strict(img):
-    """Decode fully, failing on truncated files even where LMDeploy switched that check off.
-
-    ``import lmdeploy`` sets Pillow's process-wide ``LOAD_TRUNCATED_IMAGES`` (half a photo then
-    decodes with a grey rest); an upload must be refused instead, so the flag is off while we decode.
-    """
-    from PIL import ImageFile
-
-    with _STRICT_LOCK:
-        old = ImageFile.LOAD_TRUNCATED_IMAGES
-        ImageFile.LOAD_TRUNCATED_IMAGES = False
-        try:
-            img.load()
-        finally:
-            ImageFile.LOAD_TRUNCATED_IMAGES = old
-
-
-def load_upload(path, max_upload_mb: float | None = None, max_image_pixels: int | None = None, settings=None):
-    """Open an uploaded file as an upright RGB photo, or say clearly why not.
-
-    Args:
-        path: the uploaded file.
-        max_upload_mb: size limit in MiB (default: ``settings.max_upload_mb``).
-        max_image_pixels: pixel limit (default: ``settings.max_image_pixels``).
-        settings: a Settings (default: ``get_settings()``).
-
-    Returns:
-        ``(image, notes)``: an RGB PIL image (EXIF rotation applied, first frame of an
-        animation) and a list of Chinese notes on what was converted.
-
-    Raises:
-        UploadError: not a file, empty, too large, too many pixels, not an image, or corrupt;
-            the message names the file and the limit.
-
-    Example:
-        >>> img, notes = load_upload("dish.png")   # doctest: +SKIP
-    """
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    S = settings or get_settings()
-    max_mb = S.max_upload_mb if max_upload_mb is None else max_upload_mb
-    max_px = S.max_image_pixels if max_image_pixels is None else max_image_pixels
-    path = Path(path)
-    name = path.name
-    if not path.is_file():
-        raise UploadError(f"⚠️ 找不到上传的文件 {name}，请重新上传。")
-    size_mb = path.stat().st_size / 2**20
-    if size_mb == 0:
-        raise UploadError(f"⚠️ {name} 是空文件，请重新上传照片。")
-    if size_mb > max_mb:
-        raise UploadError(f"⚠️ {name} 有 {size_mb:.1f} MB，超过上传上限 {max_mb:g} MB。请压缩或缩小后再上传。")
-
-    def too_many(size_text: str):
-        return UploadError(f"⚠️ {name} 像素太多（{size_text}），上限是 {max_px / 1e6:g} 百万像素。请缩小后再上传。")
-
-    notes: list = []
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(path)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        # Pillow refuses before decoding; its message carries the pixel count.
-        count = re.search(r"\((\d+) pixels\)", str(exc))
-        raise too_many(f"约 {int(count.group(1)) / 1e6:.0f} 百万像素" if count else "超过 Pillow 的安全上限") from exc
-    except UnidentifiedImageError as exc:
-        raise UploadError(f"⚠️ {name} 不是图片（或是不支持的格式）。请上传 JPEG、PNG、WebP、GIF 或 BMP 照片。") from exc
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise UploadError(f"⚠️ {name} 无法读取：{exc}") from exc
-    with img:
-        w, h = img.size
-        if w * h > max_px:
-            raise too_many(f"{w}×{h}，约 {w * h / 1e6:.0f} 百万像素")
-        if w < 1 or h < 1:
-            raise UploadError(f"⚠️ {name} 的尺寸是 {w}×{h}，不是一张可用的图片。")
-        if getattr(img, "n_frames", 1) > 1:
-            img.seek(0)
-            notes.append(f"动图共 {img.n_frames} 帧，只使用第一帧")
-        try:
-            _load_strict(img)
-            orientation = img.getexif().get(0x0112, 1)
-            upright = ImageOps.exif_transpose(img)
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-            raise UploadError(f"⚠️ {name} 已损坏或不完整，无法解码（{exc}）。请换一张照片。") from exc
-        if orientation not in (1, None):
-            notes.append("已按 EXIF 方向信息旋转")
-        rgb = _to_rgb(upright, notes)
-        rgb.load()
-    return rgb, notes
 
 
 # --------------------------------------------------------------------------- examples and engines
@@ -328,13 +205,13 @@ def build_app(engine_or_model_path=None, settings=None, base_model=None, finetun
             return state, None
         try:
             image, notes = load_upload(path, settings=S)
-        except UploadError as exc:
+        except Exception as exc:  # UploadError, or an unforeseen decoder failure: still only a bad upload
+            if not isinstance(exc, UploadError):
+                log.exception("upload %s", path)
+                exc = f"⚠️ 无法处理这个文件（{type(exc).__name__}: {exc}）。请换一张照片。"
+            discard_upload(path)  # a refused upload must not stay in Gradio's temp folder
             keep = f" 当前仍使用 {state['image_name']}。" if state["image"] is not None else ""
             _say(state, str(exc) + keep)
-            return state, None
-        except Exception as exc:  # an unforeseen decoder failure is still only a bad upload
-            log.exception("upload %s", path)
-            _say(state, f"⚠️ 无法处理这个文件（{type(exc).__name__}: {exc}）。请换一张照片。")
             return state, None
         name = display_name or Path(path).name
         state.update(image=image, image_name=name, history=[], pending=None)
@@ -373,6 +250,10 @@ def build_app(engine_or_model_path=None, settings=None, base_model=None, finetun
         if state["busy"] or state["pending"] is not None:
             _busy()
             return state, gr.update(), gr.update()
+        too_long = message_problem(text, S.max_message_chars)
+        if too_long:
+            _say(state, too_long)
+            return state, state["messages"], gr.update()
         state["pending"] = text
         state["messages"] = state["messages"] + [{"role": "user", "content": text},
                                                  {"role": "assistant", "content": QUEUED}]
@@ -389,6 +270,11 @@ def build_app(engine_or_model_path=None, settings=None, base_model=None, finetun
                 return
             if state["busy"]:
                 _busy()
+                yield state, state["messages"]
+                return
+            too_long = message_problem(text, S.max_message_chars)
+            if too_long:
+                _say(state, too_long)
                 yield state, state["messages"]
                 return
             state["messages"] = state["messages"] + [{"role": "user", "content": text},
@@ -414,7 +300,7 @@ def build_app(engine_or_model_path=None, settings=None, base_model=None, finetun
             first_turn = not state["history"]
             prompt = (text, state["image"]) if first_turn and state["image"] is not None else text
             session = eng.session()
-            session.history = list(state["history"])
+            session.history, _ = bound_history(state["history"], S.max_history_chars)
             answer = ""
             try:
                 for piece in eng.chat(prompt, session=session, gen_config=cfg, stream_response=True):
@@ -461,7 +347,9 @@ def build_app(engine_or_model_path=None, settings=None, base_model=None, finetun
     # ---- layout
     with gr.Blocks(title="InternVL2 美食问答") as demo:
         state = gr.State(dict(copy.deepcopy(EMPTY_STATE), model=default_label))
-        gr.Markdown("## InternVL2 美食问答\n上传一张食物照片（或点一张示例），然后就图片连续提问。")
+        gr.Markdown("## InternVL2 美食问答\n上传一张食物照片（或点一张示例），然后就图片连续提问。"
+                    f"每条问题最多 {S.max_message_chars} 字；模型每次看到图片那一轮和最近约 "
+                    f"{S.max_history_chars} 字的对话，更早的轮次不再发给模型。")
         with gr.Row():
             with gr.Column(scale=1, min_width=280):
                 upload = gr.File(label="上传食物照片", file_count="single", type="filepath", elem_id="upload")

@@ -290,6 +290,9 @@ FOODIE_BROKEN = {
 
 def test_foodieqa_checker(tmp_path, root):
     records = [foodie()] + [r for r, _, _ in FOODIE_BROKEN.values()] + [foodie(question_type="mystery")]
+    for i, rec in enumerate(records):  # distinct ids: a repeated question_id is a finding of its own
+        if isinstance(rec, dict):
+            rec["question_id"] = f"vqa-{i}"
     path = tmp_path / "sivqa_tidy.json"
     path.write_text(json.dumps(records, ensure_ascii=False), encoding="utf-8")
     rep = check_foodieqa(path, root, workers=1)

@@ -280,3 +280,28 @@ def test_stats_match_xtuner_dataset(foodie, tmp_path):
         item = ds[i]
         assert len(item["input_ids"]) == row["seq_tokens"], (i, row)
         assert item["pixel_values"].shape[0] * 256 == row["image_tokens"]
+
+
+def test_load_llava_names_a_blank_jsonl_line(tmp_path):
+    path = tmp_path / "train.jsonl"
+    path.write_text('{"id": "a"}\n\n{"id": "b"}\n', encoding="utf-8")
+    with pytest.raises(ValueError, match="record 1: line 2 is blank"):
+        load_llava(path)
+
+
+def test_cli_check_all_and_length_check_notes(tmp_path, capsys):
+    images = tmp_path / "images"
+    images.mkdir()
+    rec = {"image": "gone.jpg", "conversations": [{"from": "human", "value": "q\n<image>"},
+                                                  {"from": "gpt", "value": "a"}]}
+    data = tmp_path / "train.json"
+    data.write_text(json.dumps([dict(rec, id=i) for i in range(5)]))
+    args = ["check", str(data), "--images", str(images), "--workers", "1", "--tokenizer", str(tmp_path / "none")]
+    assert main(args) == 1
+    out = capsys.readouterr().out
+    assert out.count("[missing_image]") == 3 and "... 2 more" in out
+    assert "length check: not run: no tokenizer in" in out
+    assert main(args + ["--all"]) == 1
+    assert capsys.readouterr().out.count("[missing_image]") == 5
+    assert main(args + ["--no-length"]) == 1
+    assert "length check: not run (--no-length)" in capsys.readouterr().out

@@ -251,3 +251,59 @@ def test_draw_tiling_figure():
 
     assert fig.get_dpi() == DPI
     assert fig not in map(plt.figure, plt.get_fignums())  # not held by pyplot: shown once in a notebook
+
+
+# --------------------------------------------------------------------------- training vs serving
+
+REPO = __import__("pathlib").Path(__file__).resolve().parent.parent
+
+
+def _pin(requirements: str, package: str) -> str:
+    for line in (REPO / requirements).read_text(encoding="utf-8").splitlines():
+        name, _, version = line.split("#")[0].strip().partition("==")
+        if name.lower() == package:
+            return version
+    raise AssertionError(f"{requirements} does not pin {package}")
+
+
+def test_both_environments_pin_the_same_pillow():
+    """Training (.venv-xtuner) and serving (.venv-lmdeploy) must decode and resize photos with the
+    same Pillow: different builds gave slightly different tiles (max pixel difference 3) on real photos."""
+    assert _pin("requirements-xtuner.txt", "pillow") == _pin("requirements-lmdeploy.txt", "pillow")
+
+
+_TILE_HASH = """
+import hashlib, sys, PIL
+from helpers.tiling import dynamic_preprocess, load_image
+h = hashlib.sha256()
+for path in sys.argv[1:]:
+    for tile in dynamic_preprocess(load_image(path), 1, 12, 448, True):
+        h.update(tile.tobytes())
+print(PIL.__version__, h.hexdigest())
+"""
+
+
+def test_tiles_are_byte_identical_in_both_environments(tmp_path):
+    """Photos of several kinds (progressive, 4:4:4, EXIF-rotated, MPO, PNG, WebP) tile to the same bytes
+    in the XTuner and the LMDeploy environment."""
+    import subprocess
+
+    pythons = [REPO / v / "bin" / "python" for v in (".venv-xtuner", ".venv-lmdeploy")]
+    if not all(p.exists() for p in pythons):
+        pytest.skip("needs both course environments")
+    rng = np.random.default_rng(7)
+    small = (rng.random((75, 100, 3)) * 255).astype("uint8")
+    img = Image.fromarray(small).resize((1601, 1199), Image.Resampling.BICUBIC)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    files = []
+    for name, kwargs in (("a.jpg", dict(quality=88)), ("p.jpg", dict(quality=90, progressive=True)),
+                         ("s.jpg", dict(quality=95, subsampling=0)), ("r.jpg", dict(exif=exif.tobytes())),
+                         ("m.mpo", dict(format="MPO", save_all=True, append_images=[img.resize((320, 240))])),
+                         ("b.png", {}), ("w.webp", dict(quality=60))):
+        img.save(tmp_path / name, **kwargs)
+        files.append(str(tmp_path / name))
+    env = dict(__import__("os").environ, PYTHONPATH=str(REPO))
+    out = [subprocess.run([str(p), "-c", _TILE_HASH, *files], capture_output=True, text=True, env=env,
+                          timeout=120, check=True).stdout.split() for p in pythons]
+    assert out[0] == out[1], f"xtuner env {out[0]} vs lmdeploy env {out[1]}"
