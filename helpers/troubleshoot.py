@@ -70,9 +70,9 @@ EXERCISES = {
         {"a": "两边都有", "b": "4.48 有，5.17 没有", "c": "两边都没有"},
         "b", "transformers 4.45 起宣布、之后执行：PreTrainedModel 不再继承 GenerationMixin。"),
     "max_length": Exercise(
-        "一张 12 切片 + 缩略图的手机照片，max_length=2048 时这条训练样本会怎样？",
+        "一条训练样本（图像 token + 文本）比 max_length 长时，XTuner 会怎样处理它？",
         {"a": "完整保留", "b": "被截断：答案没有 label，图像 token 也不全", "c": "自动减少切片数"},
-        "b", "13 × 256 = 3,328 个 <IMG_CONTEXT> 加 <img></img> 就超过 2,048。"),
+        "b", "XTuner 只是把 input_ids 和 labels 从尾部截到 max_length；答案在最后。"),
     "image_order": Exercise(
         "LMDeploy 0.18 收到 (问题, 图片) 元组时，提示里图片在问题前还是后？",
         {"a": "图片在前", "b": "问题在前、图片在后"},
@@ -275,15 +275,15 @@ XTUNER_PYTHON = REPO_ROOT / ".venv-xtuner" / "bin" / "python"
 LMDEPLOY_PYTHON = REPO_ROOT / ".venv-lmdeploy" / "bin" / "python"
 
 DRIFT_PROBE = '''
-import json, logging, io, torch, transformers
+import io, json, logging, tempfile, torch, transformers
 from transformers import GenerationMixin, PretrainedConfig, PreTrainedModel
-stream = io.StringIO(); handler = logging.StreamHandler(stream)
-transformers.utils.logging.get_logger("transformers").addHandler(handler)
+stream = io.StringIO()
+transformers.utils.logging.get_logger("transformers").addHandler(logging.StreamHandler(stream))
 
 class ToyConfig(PretrainedConfig):
     model_type = "toy_remote_lm"
 
-class OldStyleLM(PreTrainedModel):   # remote code written for transformers 4.37: no GenerationMixin
+class OldStyleLM(PreTrainedModel):  # remote code written for transformers 4.37: no GenerationMixin, no post_init
     config_class = ToyConfig
     def __init__(self, config):
         super().__init__(config)
@@ -291,18 +291,25 @@ class OldStyleLM(PreTrainedModel):   # remote code written for transformers 4.37
     def prepare_inputs_for_generation(self, input_ids, **kwargs):
         return {"input_ids": input_ids}
 
-class FixedLM(OldStyleLM, GenerationMixin):   # the fix: inherit GenerationMixin explicitly
-    pass
+class FixedLM(OldStyleLM, GenerationMixin):  # the fix: inherit GenerationMixin, finish with post_init()
+    def __init__(self, config):
+        super().__init__(config)
+        self.post_init()
 
-try:
-    OldStyleLM(ToyConfig())
-except Exception as exc:
-    stream.write(f"instantiation failed: {exc}")
+def round_trip(cls):
+    folder = tempfile.mkdtemp()
+    try:
+        cls(ToyConfig()).save_pretrained(folder)
+        cls.from_pretrained(folder)
+        return "ok"
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"[:120]
+
 print(json.dumps({"transformers": transformers.__version__,
                   "PreTrainedModel_inherits_GenerationMixin": issubclass(PreTrainedModel, GenerationMixin),
-                  "old_style_has_generate": hasattr(OldStyleLM, "generate"),
-                  "fixed_has_generate": hasattr(FixedLM, "generate"),
-                  "warning": stream.getvalue().strip()[:400]}))
+                  "old_style_has_generate": hasattr(OldStyleLM, "generate"), "old_style_loads": round_trip(OldStyleLM),
+                  "fixed_has_generate": hasattr(FixedLM, "generate"), "fixed_loads": round_trip(FixedLM),
+                  "warning": stream.getvalue().strip().splitlines()[0][:300] if stream.getvalue() else ""}))
 '''
 
 

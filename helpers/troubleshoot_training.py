@@ -164,10 +164,12 @@ def scrub(text: str) -> str:
 DATASET_PROBE = '''
 import json, sys, numpy as np
 from helpers.inspect_xtuner import load_xtuner_dataset
+from mmengine.logging import MMLogger
 data_file, image_root, model_path, queries = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
 out = []
 for q in queries:
     ds = load_xtuner_dataset(data_file, image_root, model_path=model_path, max_length=q["max_length"])
+    MMLogger.get_current_instance().setLevel("INFO")  # XTuner reports the cut at INFO level
     np.random.seed(q.get("seed", 0))
     item = ds[q["index"]]
     ids, labels = list(item["input_ids"]), list(item["labels"])
@@ -193,7 +195,8 @@ def xtuner_dataset_probe(data_file, image_root, model_path, queries) -> dict:
         ``img_context``, ``tiles``, ``label_tokens``, ``answer`` (decoded labels), ``input_ids``.
     """
     result = run_in_env(XTUNER_PYTHON, DATASET_PROBE, args=(data_file, image_root, model_path, json.dumps(queries)))
-    lines = [re.sub(r"^\d\d/\d\d [\d:]+ - mmengine - \w+ - ", "", line) for line in result["stdout"].splitlines()]
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", result["stdout"])  # Jupyter kernels set FORCE_COLOR
+    lines = [re.sub(r"^\d\d/\d\d [\d:]+ - mmengine - \w+ - ", "", line) for line in plain.splitlines()]
     log = "\n".join(scrub(line) for line in lines if line.startswith(("Error", "Warning")))
     return {"items": result["items"], "log": log}
 

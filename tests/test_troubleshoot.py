@@ -62,7 +62,9 @@ def test_version_drift_in_both_environments():
     assert rows["xtuner"]["old_style_has_generate"] is True
     assert rows["lmdeploy"]["old_style_has_generate"] is False
     assert rows["lmdeploy"]["PreTrainedModel_inherits_GenerationMixin"] is False
-    assert all(r["fixed_has_generate"] for r in rows.values())
+    assert rows["xtuner"]["old_style_loads"] == "ok"
+    assert "all_tied_weights_keys" in rows["lmdeploy"]["old_style_loads"]  # no post_init() in old remote code
+    assert all(r["fixed_has_generate"] and r["fixed_loads"] == "ok" for r in rows.values())
     assert "GenerationMixin" in rows["xtuner"]["warning"]
 
 
