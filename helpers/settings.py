@@ -162,7 +162,27 @@ class Settings:
         return (
             f"profile={self.profile} | model={self.model_path} | data={data} at {self.data_root} "
             f"| device={self.device} | engine={self.engine}"
+            + (f" | INTERNVL_SETTINGS: {', '.join(self.extra['from_env'])}" if self.extra.get("from_env") else "")
         )
+
+
+def _env_overrides() -> dict:
+    """Field overrides from ``INTERNVL_SETTINGS`` (a JSON object); a clear error for anything else."""
+    import json
+
+    raw = os.environ.get("INTERNVL_SETTINGS", "").strip()
+    if not raw:
+        return {}
+    try:
+        values = json.loads(raw)
+    except ValueError as err:
+        raise ValueError(f"INTERNVL_SETTINGS is not JSON ({err}): {raw[:80]!r}") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"INTERNVL_SETTINGS must be a JSON object of Settings fields, got {type(values).__name__}")
+    fixed = {"profile", "artifacts", "model_path", "data_root", "extra"}
+    if set(values) & fixed:
+        raise ValueError(f"INTERNVL_SETTINGS cannot set {sorted(set(values) & fixed)}: use the other INTERNVL_* variables")
+    return values
 
 
 def _config_value(model_dir: Path, key: str):
@@ -199,6 +219,9 @@ def get_settings(profile: str | None = None, **overrides) -> Settings:
         FOODIEQA_ROOT        a FoodieQA copy with sivqa_tidy.json and images/
         INTERNVL_ARTIFACTS   where builds and runs go (default: <repo>/artifacts)
         INTERNVL_ENGINE      force "transformers" or "lmdeploy"
+        INTERNVL_SETTINGS    a JSON object of field overrides for every notebook of a run, e.g.
+                             '{"max_epochs": 1}' for a rehearsal with little GPU time (kept in
+                             ``extra["from_env"]``, so notebooks can tell them from the recipe)
 
     Example:
         >>> S = get_settings("tiny", max_epochs=1)
@@ -243,6 +266,10 @@ def get_settings(profile: str | None = None, **overrides) -> Settings:
             lr=1e-3,  # the recipe's 3e-5 leaves a tiny-width model's loss near its start (measured)
             accumulative_counts=1,  # twice the optimizer steps in the same time (720 in 10 epochs, ~5 min on 2 cores)
         )
+    from_env = _env_overrides()
+    values.update(from_env)
+    if from_env:
+        values["extra"] = {"from_env": sorted(from_env)}
     values.update(overrides)
     known = {f.name for f in dataclasses.fields(Settings)}
     unknown = set(values) - known

@@ -1,0 +1,27 @@
+"""helpers.settings: profiles and the INTERNVL_SETTINGS overrides of a whole run."""
+from __future__ import annotations
+
+import pytest
+
+from helpers.settings import get_settings
+
+
+def test_env_overrides_apply_and_are_recorded(monkeypatch):
+    monkeypatch.setenv("INTERNVL_SETTINGS", '{"max_epochs": 1, "lr": 0.002}')
+    S = get_settings("tiny")
+    assert (S.max_epochs, S.lr) == (1, 0.002)
+    assert S.extra["from_env"] == ["lr", "max_epochs"] and "INTERNVL_SETTINGS: lr, max_epochs" in S.describe()
+    assert get_settings("tiny", max_epochs=3).max_epochs == 3  # an explicit argument still wins
+
+
+@pytest.mark.parametrize("raw, words", [("{oops", "not JSON"), ("[1]", "JSON object"),
+                                        ('{"model_path": "/x"}', "cannot set"), ('{"nope": 1}', "unknown settings")])
+def test_bad_env_overrides_are_named(monkeypatch, raw, words):
+    monkeypatch.setenv("INTERNVL_SETTINGS", raw)
+    with pytest.raises((ValueError, TypeError), match=words):
+        get_settings("tiny")
+
+
+def test_no_env_overrides_by_default(monkeypatch):
+    monkeypatch.delenv("INTERNVL_SETTINGS", raising=False)
+    assert get_settings("tiny").extra == {}
