@@ -315,13 +315,15 @@ def build_sample(dataset, index: int) -> BuiltSample:
     return BuiltSample(index=index, record=record, image_path=image_path, input_ids=ids, labels=labels,
                        pixel_values_shape=shape, tokens_per_tile=dataset.patch_token, system=dataset._system,
                        template=template, rendered=rendered,
-                       decoded=tok.decode(ids, skip_special_tokens=False), img_context_id=img_id,
+                       # no spaces between special tokens: a slow (sentencepiece) tokenizer adds them by default
+                       decoded=tok.decode(ids, skip_special_tokens=False, spaces_between_special_tokens=False),
+                       img_context_id=img_id,
                        img_run=_image_run(ids, img_id), truncated=len(full) > len(ids),
                        full_length=len(full), raw=out)
 
 
 def _piece(tokenizer, token_id: int) -> str:
-    return tokenizer.decode([token_id], skip_special_tokens=False)
+    return tokenizer.decode([token_id], skip_special_tokens=False, spaces_between_special_tokens=False)
 
 
 def label_spans(sample: BuiltSample, tokenizer) -> list:
@@ -355,7 +357,7 @@ def label_spans(sample: BuiltSample, tokenizer) -> list:
                    or ids[i] in breakers or ids[i - 1] == img_end)
         if cut:
             loss = labels[start] != IGNORE_INDEX
-            text = tokenizer.decode(ids[start:i], skip_special_tokens=False)
+            text = tokenizer.decode(ids[start:i], skip_special_tokens=False, spaces_between_special_tokens=False)
             rows.append({"start": start, "end": i, "tokens": i - start,
                          "labels": "= input_ids" if loss else "-100", "loss": loss,
                          "text": collapse_runs(text)})

@@ -219,6 +219,7 @@ def test_xtuner_builds_samples_from_the_replica(replica_dir, tmp_path):
     ds = load_xtuner_dataset(tmp_path / "train.json", tmp_path, model_path=replica_dir)
     sample = build_sample(ds, 0)
     assert check_label_masking(sample, ds.tokenizer) == []
+    assert sample.decoded == ds.tokenizer.bos_token + sample.rendered  # notebook 04's check, slow tokenizer too
     assert sample.input_ids.count(92546) == sample.tiles * 256 and sample.img_context_id == 92546
 
 
