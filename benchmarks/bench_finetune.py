@@ -3,8 +3,8 @@
 Every recipe trains the same InternVL2-2B-shaped random checkpoint (``make_2b_checkpoint.py``)
 on the same synthetic LLaVA set: FoodieQA-like phone photos (4032x3024, 3024x4032, 16:9, 1:1,
 3:2 ... -> 7-13 tiles of 448 px) with one question and a fixed-length answer each. Each recipe
-is ``xtuner train CONFIG --deepspeed deepspeed_zero2`` (helpers.finetune.launch) on a config
-from helpers.finetune / helpers.xtuner_config_template (full profile: the upstream LoRA recipe,
+is ``xtuner train CONFIG --deepspeed deepspeed_zero2`` (helpers.train.finetune.launch) on a config
+from helpers.train.finetune / helpers.train.config (full profile: the upstream LoRA recipe,
 r 128, batch 4 x accumulation 2, max_length 8192), limited to ``--iters`` iterations with no
 checkpoints; the recipes differ only by the overrides appended to the config:
 
@@ -44,8 +44,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import (PHOTO_SIZES, environment, matmul_tflops, need_cuda, print_table,  # noqa: E402
                                synthetic_photos, write_results)
-from helpers.architecture import count_parameters  # noqa: E402
-from helpers.memory import VIT_TOKENS_PER_TILE, lora_parameters  # noqa: E402
+from helpers.concepts.architecture import count_parameters  # noqa: E402
+from helpers.concepts.memory import VIT_TOKENS_PER_TILE, lora_parameters  # noqa: E402
 from helpers.settings import XTUNER_SYSTEM_PROMPT, get_settings  # noqa: E402
 from helpers.tiling import tile_count  # noqa: E402
 
@@ -60,7 +60,7 @@ _NO_LLM_CHECKPOINTING = """
 model['activation_checkpointing'] = False
 """
 
-# upstream, recommended and lean are helpers.speed_recipes' "course", "recommended" and "lean"
+# upstream, recommended and lean are helpers.train.speed_recipes' "course", "recommended" and "lean"
 # (tests/test_finetune.py checks they agree); the rest are ablations.
 RECIPES = {
     "upstream": dict(batch=4, accum=2, workers=4, fused=False, checkpointing=True),
@@ -140,7 +140,7 @@ def flops_per_sample(config: dict, tokens: float, tiles: float, lora_r: int, che
 def overrides(name: str, r: dict, iters: int, smoke: bool, profile: int = 0) -> str:
     """The config text appended to the rendered course config for recipe ``name``.
 
-    ``profile`` > 0 adds :class:`helpers.profiling.StepProfilerHook` over the last ``profile``
+    ``profile`` > 0 adds :class:`helpers.train.profiling.StepProfilerHook` over the last ``profile``
     iterations (they are left out of the timing median).
     """
     lines = [f"\n# ---- bench_finetune.py: recipe '{name}' ({iters} iterations, no checkpoints) ----",
@@ -149,7 +149,7 @@ def overrides(name: str, r: dict, iters: int, smoke: bool, profile: int = 0) -> 
              f"default_hooks['checkpoint']['interval'] = {iters * 100}",
              "default_hooks['checkpoint']['save_last'] = False",
              "custom_hooks = []  # DatasetInfoHook only prints a decoded sample",
-             *([f"from helpers.profiling import StepProfilerHook",
+             *([f"from helpers.train.profiling import StepProfilerHook",
                 f"custom_hooks.append(dict(type=StepProfilerHook, start={iters - profile}, iters={profile}))"]
                if profile else []),
              f"train_dataloader['batch_size'] = {r['batch']}",
@@ -164,7 +164,7 @@ def overrides(name: str, r: dict, iters: int, smoke: bool, profile: int = 0) -> 
     if not r["checkpointing"]:
         text += _NO_LLM_CHECKPOINTING
     if r.get("aligned"):
-        text += "model['aligned_lm_head'] = True  # helpers.xtuner_compat.align_lm_head\n"
+        text += "model['aligned_lm_head'] = True  # helpers.train.xtuner_compat.align_lm_head\n"
     return text
 
 
@@ -175,7 +175,7 @@ def write_recipe_config(name: str, r: dict, S, model_path: Path, train_json: Pat
     Returns:
         (config path, work dir).
     """
-    from helpers.xtuner_config_template import Recipe, write_config
+    from helpers.train.config import Recipe, write_config
 
     recipe = Recipe.from_settings(S, n_train=len(json.loads(train_json.read_text(encoding="utf-8"))))
     recipe = dataclasses.replace(recipe, log_interval=1, save_steps=iters * 100)
@@ -200,7 +200,7 @@ def run_recipe(name: str, config: Path, work_dir: Path, deepspeed: str | None, w
     """Launch one recipe, wait, and read its per-iteration log."""
     import shutil
 
-    from helpers.finetune import iteration_times, launch, read_log
+    from helpers.train.finetune import iteration_times, launch, read_log
     from helpers.gpu import GpuMonitor
 
     if work_dir.exists():
@@ -232,7 +232,7 @@ def run_recipe(name: str, config: Path, work_dir: Path, deepspeed: str | None, w
 def _read_profile(work_dir: Path, profile: int) -> dict:
     if not profile:
         return {}
-    from helpers.profiling import format_summary
+    from helpers.train.profiling import format_summary
 
     path = work_dir / "profile.json"
     if not path.is_file():

@@ -42,8 +42,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import (copy_bandwidth, environment, need_cuda, print_table, ratio,  # noqa: E402
                                synthetic_photos, write_results)
-from helpers.architecture import count_parameters  # noqa: E402
-from helpers.memory import kv_cache_bytes_per_token  # noqa: E402
+from helpers.concepts.architecture import count_parameters  # noqa: E402
+from helpers.concepts.memory import kv_cache_bytes_per_token  # noqa: E402
 from helpers.settings import INTERNVL2_SYSTEM_PROMPT, get_settings  # noqa: E402
 
 # The project's recommended PytorchEngineConfig for InternVL2-2B on one 80 GB card: a KV cache
@@ -194,7 +194,7 @@ def profile_stream(pipe, prompt, gen) -> dict:
     """
     import torch
 
-    from helpers.profiling import format_summary, summarize
+    from helpers.train.profiling import format_summary, summarize
 
     acts = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
     n = 0
@@ -221,7 +221,7 @@ def run_lmdeploy(model_path: Path, requests: list, new_tokens: int, batch1_n: in
     import torch
     from PIL import Image
 
-    from helpers.deploy import internvl2_chat_template
+    from helpers.serve.deploy import internvl2_chat_template
     from helpers.model_dir import runnable_dir
 
     lmdeploy = _lmdeploy()

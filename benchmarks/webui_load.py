@@ -8,7 +8,7 @@ bounded in sessions, turns and seconds and stop by themselves.
 
 Usage (against a running UI, or let the script start and stop one):
 
-    python -m helpers.webui --model artifacts/models/internvl2-tiny --port 7860 &
+    python -m helpers.serve.webui --model artifacts/models/internvl2-tiny --port 7860 &
     python benchmarks/webui_load.py --url http://127.0.0.1:7860/
     python benchmarks/webui_load.py --start --quick          # CI: < 2 min on a 2-core CPU, tiny model
     python benchmarks/webui_load.py --start --engine lmdeploy --model artifacts/models/internvl2-tiny \
@@ -110,7 +110,7 @@ class Session(threading.Thread):
 
 
 def _start_ui(model, port, engine, log_path):
-    cmd = [sys.executable, "-m", "helpers.webui", "--host", "127.0.0.1", "--port", str(port)]
+    cmd = [sys.executable, "-m", "helpers.serve.webui", "--host", "127.0.0.1", "--port", str(port)]
     cmd += ["--model", str(model)] if model else []
     cmd += ["--engine", engine] if engine else []
     log = open(log_path, "wb")
@@ -146,7 +146,7 @@ def main(argv=None) -> int:
     S = get_settings()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default=None, help=f"running UI (default http://127.0.0.1:{S.webui_port}/)")
-    parser.add_argument("--start", action="store_true", help="start `python -m helpers.webui` here and stop it after")
+    parser.add_argument("--start", action="store_true", help="start `python -m helpers.serve.webui` here and stop it after")
     parser.add_argument("--model", default=None, help="model for --start (default: settings.model_path)")
     parser.add_argument("--engine", default=None, choices=("lmdeploy", "transformers"), help="engine for --start")
     parser.add_argument("--sessions", type=int, default=16)
@@ -169,7 +169,7 @@ def main(argv=None) -> int:
     started_s = None
     try:
         if args.start:
-            from helpers.deploy import free_port
+            from helpers.serve.deploy import free_port
 
             port = free_port()
             url = f"http://127.0.0.1:{port}/"
@@ -209,7 +209,7 @@ def main(argv=None) -> int:
                                                                            for h in hung]
     leaks = [f"{s.name}: {x}" for s in sessions for x in s.leaks]
     turns_done = sum(s.done_turns for s in sessions)
-    # The UI prints "engine: X; models: [...]; concurrency N" when it starts (helpers.webui.main).
+    # The UI prints "engine: X; models: [...]; concurrency N" when it starts (helpers.serve.webui.main).
     served = re.search(r"engine: (\w+);.*concurrency (\d+)",
                        server_log.read_text(errors="replace") if server_log.is_file() else "")
     summary = {

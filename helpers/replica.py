@@ -153,7 +153,7 @@ def replica_config(shapes: str = "tiny") -> dict:
     Returns:
         The config dict.
     """
-    from helpers.architecture import REFERENCE_CONFIGS
+    from helpers.concepts.architecture import REFERENCE_CONFIGS
     from helpers.models import TINY_LLM, TINY_VISION
 
     if shapes == "2b":

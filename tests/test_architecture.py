@@ -1,11 +1,11 @@
-"""Tests for helpers.architecture: parameter arithmetic against real modules and model cards."""
+"""Tests for helpers.concepts.architecture: parameter arithmetic against real modules and model cards."""
 from __future__ import annotations
 
 import json
 
 import pytest
 
-from helpers import architecture as A
+from helpers.concepts import architecture as A
 
 
 def test_count_formula_equals_numel_of_the_tiny_model(tiny_model):

@@ -1,4 +1,4 @@
-"""Tests for helpers.data: FoodieQA -> LLaVA conversion, split, EXIF baking, stats, CLI."""
+"""Tests for helpers.data.llava: FoodieQA -> LLaVA conversion, split, EXIF baking, stats, CLI."""
 from __future__ import annotations
 
 import copy
@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from helpers.checks import check_foodieqa, check_llava
-from helpers.data import (ANSWER_JOIN, dataset_stats, find_image_root, foodieqa_to_llava, load_llava, main,
-                          split_answer, split_images)
+from helpers.data.checks import check_foodieqa, check_llava
+from helpers.data.llava import (ANSWER_JOIN, dataset_stats, find_image_root, foodieqa_to_llava, load_llava, main,
+                                split_answer, split_images)
 from helpers.settings import get_settings
 from helpers.tiling import image_tokens, tile_count
 
@@ -244,8 +244,8 @@ def test_cli_convert_and_check(foodie, tmp_path):
 
 
 def test_synthetic_set_integration(tmp_path):
-    """Optional: a small set drawn by helpers.synth converts, splits and checks cleanly."""
-    synth = pytest.importorskip("helpers.synth")
+    """Optional: a small set drawn by helpers.data.synth converts, splits and checks cleanly."""
+    synth = pytest.importorskip("helpers.data.synth")
     root = synth.make_dataset(tmp_path / "synth", per_dish=3, long_side=320)
     rep = foodieqa_to_llava(root / "sivqa_tidy.json", root, tmp_path / "llava", 0.25, 0, workers=1)
     assert rep.skipped == 0 and rep.converted == rep.read > 0

@@ -1,4 +1,4 @@
-"""helpers.data_faults: each planted fault is reported by the checker, originals stay intact."""
+"""helpers.data.faults: each planted fault is reported by the checker, originals stay intact."""
 from __future__ import annotations
 
 import hashlib
@@ -8,14 +8,14 @@ import pytest
 
 pytest.importorskip("PIL")
 
-from helpers.checks import check_llava  # noqa: E402
-from helpers.data_faults import FAULTS, compare_with_report, make_faulty_copy  # noqa: E402
+from helpers.data.checks import check_llava  # noqa: E402
+from helpers.data.faults import FAULTS, compare_with_report, make_faulty_copy  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def llava(tmp_path_factory):
-    from helpers.data import foodieqa_to_llava
-    from helpers.synth import make_dataset
+    from helpers.data.llava import foodieqa_to_llava
+    from helpers.data.synth import make_dataset
 
     root = make_dataset(tmp_path_factory.mktemp("synth"), per_dish=1, long_side=448)
     out = tmp_path_factory.mktemp("llava")

@@ -1,4 +1,4 @@
-"""helpers.dataset_views: notebook 04's figures, the CJK font fallback and the sample browser."""
+"""helpers.data.views: notebook 04's figures, the CJK font fallback and the sample browser."""
 from __future__ import annotations
 
 import warnings
@@ -7,14 +7,14 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
-from helpers.dataset_views import _spread, record_image_path, use_cjk_font  # noqa: E402
+from helpers.data.views import _spread, record_image_path, use_cjk_font  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     """(splits, image_root, stats per split) of a small synthetic set (16 photos)."""
-    from helpers.data import dataset_stats, foodieqa_to_llava, load_llava
-    from helpers.synth import make_dataset
+    from helpers.data.llava import dataset_stats, foodieqa_to_llava, load_llava
+    from helpers.data.synth import make_dataset
 
     root = make_dataset(tmp_path_factory.mktemp("synth"), per_dish=2, long_side=448)
     out = tmp_path_factory.mktemp("llava")
@@ -61,8 +61,7 @@ def test_spread_one_dish_each_first_and_question_types_alternate():
 
 
 def test_figures_have_their_panels(data):
-    from helpers.dataset_views import (plot_answer_lengths, plot_composition, plot_image_sizes,
-                                       plot_sequence_lengths)
+    from helpers.data.views import plot_answer_lengths, plot_composition, plot_image_sizes, plot_sequence_lengths
 
     splits, root, stats = data
     assert len(plot_composition(stats).axes) == 3
@@ -79,7 +78,7 @@ def test_figures_have_their_panels(data):
 
 
 def test_sample_grid_and_render_sample(data):
-    from helpers.dataset_views import as_jpeg, render_sample, sample_grid
+    from helpers.data.views import as_jpeg, render_sample, sample_grid
     from helpers.settings import get_settings
 
     splits, root, _ = data
@@ -99,7 +98,7 @@ def test_sample_grid_and_render_sample(data):
 
 def test_sample_browser_filters_and_redraws(data):
     pytest.importorskip("ipywidgets")
-    from helpers.dataset_views import sample_browser
+    from helpers.data.views import sample_browser
 
     splits, root, _ = data
     box = sample_browser(splits, root)

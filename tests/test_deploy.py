@@ -1,4 +1,4 @@
-"""Tests for helpers.deploy: the transformers engine's LMDeploy-style API on the tiny checkpoint,
+"""Tests for helpers.serve.deploy: the transformers engine's LMDeploy-style API on the tiny checkpoint,
 generation-config handling, and ApiServer process management (a stand-in HTTP server on CPU,
 the real ``lmdeploy serve api_server`` in the GPU job)."""
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import deploy
+from helpers.serve import deploy
 from helpers.settings import get_settings
 
 S = get_settings()
@@ -506,7 +506,7 @@ def test_api_server_on_gpu_refuses_without_key(tiny_model_dir, tmp_path):
 def test_weight_format_reads_lmdeploy_awq_config_and_transformers_refuses_it(tiny_model_dir, tmp_path):
     import shutil
 
-    from helpers.deploy import make_pipeline, weight_format
+    from helpers.serve.deploy import make_pipeline, weight_format
 
     assert weight_format(tiny_model_dir) is None
     awq = tmp_path / "w4a16"
@@ -523,7 +523,7 @@ def test_weight_format_reads_lmdeploy_awq_config_and_transformers_refuses_it(tin
 def test_images_first_gives_lmdeploy_the_training_order(tmp_path):
     from PIL import Image
 
-    from helpers.deploy import images_first
+    from helpers.serve.deploy import images_first
 
     img = Image.new("RGB", (32, 24), (200, 30, 30))
     path = tmp_path / "dish.jpg"

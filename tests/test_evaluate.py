@@ -1,5 +1,5 @@
-"""Tests for helpers.evaluate (scoring, parsing, the split, running with an engine, tables),
-helpers.eval_plots (figures), helpers.gpu (no-GPU behaviour) and helpers.runs (run records)."""
+"""Tests for helpers.evaluate.evaluation (scoring, parsing, the split, running with an engine, tables),
+helpers.evaluate.plots (figures), helpers.gpu (no-GPU behaviour) and helpers.train.runs (run records)."""
 from __future__ import annotations
 
 import json
@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from helpers.evaluate import EvalResult, comparison_rows, evaluate, format_table, load_split, trained_system_prompt
-from helpers.scoring import choice_prompt, names_in, parse_choice, score_course, split_course_answer
+from helpers.evaluate.evaluation import (EvalResult, comparison_rows, evaluate, format_table, load_split,
+                                         trained_system_prompt)
+from helpers.evaluate.scoring import choice_prompt, names_in, parse_choice, score_course, split_course_answer
 
 CHOICES = ["京菜", "徽菜", "新疆菜", "桂菜"]
 DISHES = ["大盘鸡", "烤羊肉串", "肠粉", "北京烤鸭"]
@@ -230,7 +231,7 @@ def test_trained_system_prompt_reads_the_saved_chat_template(tmp_path):
 # --------------------------------------------------------------------------- figures
 def test_figures(split):
     pytest.importorskip("matplotlib")
-    from helpers.eval_plots import gallery, plot_comparison, to_english
+    from helpers.evaluate.plots import gallery, plot_comparison, to_english
 
     base, tuned = _result("base", [False] * 4), _result("tuned", [True, True, True, False])
     image = str(_image(split.parent / "images" / "a.jpg"))
@@ -262,7 +263,7 @@ def test_gpu_monitor_explains_a_missing_gpu(monkeypatch):
 def test_runs_never_reuse_a_folder_and_point_at_the_latest_finished_one(tmp_path):
     from types import SimpleNamespace
 
-    from helpers.runs import latest_run, list_runs, new_run_dir, record_run
+    from helpers.train.runs import latest_run, list_runs, new_run_dir, record_run
 
     S = SimpleNamespace(runs_dir=tmp_path)
     with pytest.raises(FileNotFoundError, match="run notebook 05 first"):

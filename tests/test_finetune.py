@@ -1,4 +1,4 @@
-"""Tests for helpers.finetune and helpers.xtuner_compat.
+"""Tests for helpers.train.finetune and helpers.train.xtuner_compat.
 
 The pure tests (config text, batch split, checkpoint checks, log reading) run in both
 environments. The training tests need XTuner (``.venv-xtuner``) and the tiny checkpoint
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import finetune
+from helpers.train import finetune
 from helpers.settings import XTUNER_SYSTEM_PROMPT, get_settings
 
 N_TRAIN = 12  # samples; with batch 2 and 2 epochs: 12 iterations
@@ -62,7 +62,7 @@ def test_render_config_has_recipe_values(tmp_path):
                      "prompt_template = PROMPT_TEMPLATE.internlm2_chat",
                      "collate_fn=dict(type=default_collate_fn)", "freeze_llm=True",
                      "freeze_visual_encoder=True", "target_modules=None", 'task_type="CAUSAL_LM"',
-                     "# visual_encoder_lora=dict(", "from helpers.xtuner_compat import CourseInternVL",
+                     "# visual_encoder_lora=dict(", "from helpers.train.xtuner_compat import CourseInternVL",
                      "--deepspeed deepspeed_zero2"):
         assert expected in text, expected
     assert "custom_imports" not in text  # ignored by lazy-import configs: imports by name
@@ -212,7 +212,7 @@ def test_compat_fixes():
     import torch
     import torch.distributed as dist
 
-    from helpers import xtuner_compat
+    from helpers.train import xtuner_compat
 
     created = xtuner_compat.ensure_process_group()
     try:
@@ -238,7 +238,7 @@ def test_compat_fixes():
 
 
 def test_speed_recipes_keep_the_maths_and_match_the_benchmark(tmp_path, monkeypatch):
-    from helpers.speed_recipes import SPEED_RECIPES, speed_reasons, speed_settings
+    from helpers.train.speed_recipes import SPEED_RECIPES, speed_reasons, speed_settings
 
     monkeypatch.setenv("INTERNVL_MODEL_PATH", str(tmp_path / "model"))
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent))
@@ -284,7 +284,7 @@ def test_llm_activation_checkpointing_switch(tiny_model_dir, checkpointing):
     import torch.distributed as dist
     from peft import LoraConfig
 
-    from helpers.xtuner_compat import CourseInternVL
+    from helpers.train.xtuner_compat import CourseInternVL
 
     kwargs = {} if checkpointing else {"activation_checkpointing": False}  # True: XTuner's behaviour, the default
     model = CourseInternVL(model_path=str(tiny_model_dir), freeze_llm=True, freeze_visual_encoder=True,
@@ -305,7 +305,7 @@ def test_aligned_lm_head_gives_the_same_logits_and_gradients(tiny_model_dir):
     import torch.distributed as dist
     from peft import LoraConfig
 
-    from helpers.xtuner_compat import CourseInternVL, align_lm_head
+    from helpers.train.xtuner_compat import CourseInternVL, align_lm_head
 
     # target_modules=None as in the course recipe: XTuner puts LoRA on the head ("output") too
     model = CourseInternVL(model_path=str(tiny_model_dir), freeze_llm=True, freeze_visual_encoder=True,

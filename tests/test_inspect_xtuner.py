@@ -1,11 +1,11 @@
-"""helpers.inspect_xtuner: XTuner's own dataset and collate function, taken apart correctly."""
+"""helpers.data.xtuner_sample: XTuner's own dataset and collate function, taken apart correctly."""
 from __future__ import annotations
 
 import copy
 
 import pytest
 
-from helpers.inspect_xtuner import IGNORE_INDEX, collapse_runs, masked_loss_demo, render_template, token_kinds
+from helpers.data.xtuner_sample import IGNORE_INDEX, collapse_runs, masked_loss_demo, render_template, token_kinds
 
 TEMPLATE = {"SYSTEM": "<S>{system}</S>", "INSTRUCTION": "<U>{input}</U><A>", "SUFFIX": "<E>"}
 
@@ -57,8 +57,8 @@ def test_masked_loss_demo_ignores_prompt_positions():
 @pytest.fixture(scope="module")
 def llava(tmp_path_factory):
     """A small synthetic set (16 photos, 32 questions), converted with every record in train."""
-    from helpers.data import foodieqa_to_llava
-    from helpers.synth import make_dataset
+    from helpers.data.llava import foodieqa_to_llava
+    from helpers.data.synth import make_dataset
 
     root = make_dataset(tmp_path_factory.mktemp("synth"), per_dish=1, long_side=448)
     out = tmp_path_factory.mktemp("llava")
@@ -70,7 +70,7 @@ def llava(tmp_path_factory):
 @pytest.fixture(scope="module")
 def ds(llava, tiny_model_dir):
     pytest.importorskip("xtuner")
-    from helpers.inspect_xtuner import load_xtuner_dataset
+    from helpers.data.xtuner_sample import load_xtuner_dataset
 
     return load_xtuner_dataset(llava[0], llava[1], model_path=tiny_model_dir)
 
@@ -83,7 +83,7 @@ def test_dataset_does_not_change_the_shared_template(ds):
 
 
 def test_build_sample_matches_rendering_and_masks_all_but_the_answer(ds):
-    from helpers.inspect_xtuner import build_sample, check_label_masking, label_spans, token_table
+    from helpers.data.xtuner_sample import build_sample, check_label_masking, label_spans, token_table
     from helpers.settings import XTUNER_SYSTEM_PROMPT
 
     tok = ds.tokenizer
@@ -109,7 +109,7 @@ def test_build_sample_matches_rendering_and_masks_all_but_the_answer(ds):
 
 
 def test_build_sample_leaves_the_record_as_it_was(ds):
-    from helpers.inspect_xtuner import build_sample
+    from helpers.data.xtuner_sample import build_sample
 
     before = copy.deepcopy(ds.data[3])
     a, b = build_sample(ds, 3), build_sample(ds, 3)
@@ -120,7 +120,7 @@ def test_build_sample_leaves_the_record_as_it_was(ds):
 
 
 def test_check_label_masking_reports_each_kind_of_damage(ds):
-    from helpers.inspect_xtuner import build_sample, check_label_masking
+    from helpers.data.xtuner_sample import build_sample, check_label_masking
 
     tok = ds.tokenizer
     good = build_sample(ds, 0)
@@ -147,7 +147,7 @@ def test_check_label_masking_reports_each_kind_of_damage(ds):
 
 def test_truncation_is_reported(llava, tiny_model_dir):
     pytest.importorskip("xtuner")
-    from helpers.inspect_xtuner import build_sample, check_label_masking, load_xtuner_dataset
+    from helpers.data.xtuner_sample import build_sample, check_label_masking, load_xtuner_dataset
 
     short = load_xtuner_dataset(llava[0], llava[1], model_path=tiny_model_dir, max_length=300)
     s = build_sample(short, 0)
@@ -160,7 +160,7 @@ def test_unreadable_image_raises_instead_of_a_random_sample(llava, tiny_model_di
     import json
     import shutil
 
-    from helpers.inspect_xtuner import build_sample, load_xtuner_dataset
+    from helpers.data.xtuner_sample import build_sample, load_xtuner_dataset
 
     train, root = llava
     records = json.loads(train.read_text(encoding="utf-8"))[:2]
@@ -179,7 +179,7 @@ def test_unreadable_image_raises_instead_of_a_random_sample(llava, tiny_model_di
 
 def test_load_xtuner_dataset_missing_inputs(tiny_model_dir, tmp_path):
     pytest.importorskip("xtuner")
-    from helpers.inspect_xtuner import load_xtuner_dataset
+    from helpers.data.xtuner_sample import load_xtuner_dataset
 
     with pytest.raises(FileNotFoundError, match="LLaVA file not found"):
         load_xtuner_dataset(tmp_path / "nope.json", tmp_path, model_path=tiny_model_dir)
@@ -190,7 +190,7 @@ def test_load_xtuner_dataset_missing_inputs(tiny_model_dir, tmp_path):
 def test_collated_batch_padding_mask_positions(ds):
     from xtuner.dataset.collate_fns import default_collate_fn
 
-    from helpers.inspect_xtuner import build_sample, describe_batch, plot_token_map
+    from helpers.data.xtuner_sample import build_sample, describe_batch, plot_token_map
 
     from helpers.tiling import tile_count
 

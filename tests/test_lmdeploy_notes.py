@@ -1,4 +1,4 @@
-"""Tests for helpers.lmdeploy_notes: tensor listing and tp split against real checkpoints, config tables
+"""Tests for helpers.concepts.lmdeploy_engines: tensor listing and tp split against real checkpoints, config tables
 against the installed LMDeploy."""
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import struct
 
 import pytest
 
-from helpers.architecture import REFERENCE_CONFIGS, count_parameters
-from helpers.lmdeploy_notes import (FEATURES, FIELD_NOTES, TP_RULES, checkpoint_tensors, classify_tensor,
-                                    reference_tensors, tp_split)
+from helpers.concepts.architecture import REFERENCE_CONFIGS, count_parameters
+from helpers.concepts.lmdeploy_engines import (FEATURES, FIELD_NOTES, TP_RULES, checkpoint_tensors,
+                                               classify_tensor, reference_tensors, tp_split)
 from helpers.settings import get_settings
 
 TINY = get_settings().tiny_model_path
@@ -120,7 +120,7 @@ def lmdeploy():
 def test_fields_come_from_the_installed_dataclasses(lmdeploy):
     import dataclasses
 
-    from helpers.lmdeploy_notes import engine_config_fields, field_overlap
+    from helpers.concepts.lmdeploy_engines import engine_config_fields, field_overlap
 
     fields = engine_config_fields()
     assert list(fields["pytorch"]) == [f.name for f in dataclasses.fields(lmdeploy.PytorchEngineConfig)]
@@ -132,7 +132,7 @@ def test_fields_come_from_the_installed_dataclasses(lmdeploy):
 
 
 def test_every_noted_field_exists(lmdeploy):
-    from helpers.lmdeploy_notes import config_comparison
+    from helpers.concepts.lmdeploy_engines import config_comparison
 
     rows = config_comparison()
     assert [r["field"] for r in rows] == list(FIELD_NOTES)
@@ -143,14 +143,14 @@ def test_every_noted_field_exists(lmdeploy):
 
 
 def test_unknown_field_is_refused(lmdeploy):
-    from helpers.lmdeploy_notes import config_comparison
+    from helpers.concepts.lmdeploy_engines import config_comparison
 
     with pytest.raises(KeyError, match="session_length"):
         config_comparison(["session_length"])
 
 
 def test_feature_support_agrees_with_the_fields(lmdeploy):
-    from helpers.lmdeploy_notes import engine_config_fields, feature_support
+    from helpers.concepts.lmdeploy_engines import engine_config_fields, feature_support
 
     fields = engine_config_fields()
     rows = feature_support()
@@ -163,7 +163,7 @@ def test_feature_support_agrees_with_the_fields(lmdeploy):
 def test_engines_here_says_why_not(lmdeploy):
     import torch
 
-    from helpers.lmdeploy_notes import engines_here
+    from helpers.concepts.lmdeploy_engines import engines_here
 
     rows = {r["engine"]: r for r in engines_here()}
     assert set(rows) == {"TurboMind", "PyTorch"}

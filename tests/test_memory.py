@@ -1,13 +1,13 @@
-"""Tests for helpers.memory: formulas against counted parameters, and their monotonicity."""
+"""Tests for helpers.concepts.memory: formulas against counted parameters, and their monotonicity."""
 import json
 from pathlib import Path
 
 import pytest
 
-from helpers.architecture import count_parameters
-from helpers.memory import (ADAM_BYTES, BF16, MODELS, activation_bytes, deepspeed_for, kv_cache_bytes_per_token,
-                            lora_parameters, memory_table, serving_memory, serving_table, serving_weight_bytes,
-                            trainable_parameters, training_memory)
+from helpers.concepts.architecture import count_parameters
+from helpers.concepts.memory import (ADAM_BYTES, BF16, MODELS, activation_bytes, deepspeed_for,
+                                     kv_cache_bytes_per_token, lora_parameters, memory_table, serving_memory,
+                                     serving_table, serving_weight_bytes, trainable_parameters, training_memory)
 from helpers.models import tiny_config
 
 TINY = tiny_config(vocab_size=8011)

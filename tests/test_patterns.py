@@ -1,11 +1,11 @@
-"""Tests for helpers.patterns: alignment modules, pixel shuffle, splicing, cost table."""
+"""Tests for helpers.concepts.patterns: alignment modules, pixel shuffle, splicing, cost table."""
 from __future__ import annotations
 
 import pytest
 
 torch = pytest.importorskip("torch")
 
-from helpers import patterns as P  # noqa: E402
+from helpers.concepts import patterns as P# noqa: E402
 
 
 def test_pixel_shuffle_merges_2x2_blocks_in_row_col_channel_order():

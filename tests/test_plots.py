@@ -1,9 +1,9 @@
-"""helpers.plots: the slider wrapper and its plain-figure fallback."""
+"""helpers.display: the slider wrapper and its plain-figure fallback."""
 import sys
 
 import pytest
 
-from helpers import plots
+from helpers import display as plots
 
 
 def test_slider_falls_back_to_plain_figure(monkeypatch):

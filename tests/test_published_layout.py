@@ -108,7 +108,7 @@ def test_learners_directory_is_never_written(replica_dir, tmp_path, monkeypatch)
 
 
 def test_walkthrough_of_notebook_01(replica_model):
-    from helpers.patterns import internvl_walkthrough
+    from helpers.concepts.patterns import internvl_walkthrough
 
     model, tok = replica_model
     walk = internvl_walkthrough(model, tok, _photo(), "图片中的菜叫什么名字?", max_num=2)
@@ -118,13 +118,13 @@ def test_walkthrough_of_notebook_01(replica_model):
 # --------------------------------------------------------------------------- serving paths
 @pytest.fixture(scope="module")
 def replica_engine(replica_dir):
-    from helpers.deploy import make_pipeline
+    from helpers.serve.deploy import make_pipeline
 
     return make_pipeline(replica_dir, engine="transformers")
 
 
 def test_transformers_engine_equals_the_models_chat(replica_engine, replica_model):
-    from helpers.deploy import generation_config
+    from helpers.serve.deploy import generation_config
     from helpers.tiling import to_pixel_values
 
     model, tok = replica_model
@@ -144,7 +144,7 @@ def test_transformers_engine_equals_the_models_chat(replica_engine, replica_mode
 
 
 def test_evaluation(replica_dir, tmp_path):
-    from helpers.evaluate import evaluate_model, load_split
+    from helpers.evaluate.evaluation import evaluate_model, load_split
 
     (tmp_path / "a.jpg").parent.mkdir(exist_ok=True)
     _photo().save(tmp_path / "a.jpg")
@@ -161,7 +161,7 @@ def test_evaluation(replica_dir, tmp_path):
 
 def test_lmdeploy_and_api_server_get_the_runnable_directory(replica_dir, monkeypatch):
     lmdeploy = pytest.importorskip("lmdeploy")
-    from helpers import deploy
+    from helpers.serve import deploy
 
     seen = {}
     monkeypatch.setattr(deploy, "server_available", lambda: (True, ""))
@@ -187,9 +187,9 @@ class _FakePipe:
 def test_web_ui_answers_with_the_replica(replica_engine):
     pytest.importorskip("gradio")
     gradio_client = pytest.importorskip("gradio_client")
-    from helpers.deploy import free_port, generation_config
+    from helpers.serve.deploy import free_port, generation_config
     from helpers.settings import get_settings
-    from helpers.webui import build_app, launch
+    from helpers.serve.webui import build_app, launch
 
     settings = get_settings()
     demo = build_app(replica_engine, settings)
@@ -210,7 +210,7 @@ def test_web_ui_answers_with_the_replica(replica_engine):
 # --------------------------------------------------------------------------- XTuner paths (xtuner environment)
 def test_xtuner_builds_samples_from_the_replica(replica_dir, tmp_path):
     pytest.importorskip("xtuner")
-    from helpers.inspect_xtuner import build_sample, check_label_masking, load_xtuner_dataset
+    from helpers.data.xtuner_sample import build_sample, check_label_masking, load_xtuner_dataset
 
     _photo().save(tmp_path / "a.jpg")
     record = {"id": "0", "image": "a.jpg", "conversations": [
@@ -225,7 +225,7 @@ def test_xtuner_builds_samples_from_the_replica(replica_dir, tmp_path):
 @pytest.mark.slow
 def test_finetune_and_convert_from_the_replica(replica_dir, tmp_path):
     pytest.importorskip("xtuner")
-    from helpers import finetune
+    from helpers.train import finetune
     from helpers.models import load_model
     from helpers.settings import get_settings
 

@@ -25,9 +25,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from helpers import runs
-from helpers.data import foodieqa_to_llava
-from helpers.evaluate import EvalResult
+from helpers.train import runs
+from helpers.data.llava import foodieqa_to_llava
+from helpers.evaluate.evaluation import EvalResult
 
 
 def _tree(root: Path) -> dict:
@@ -87,10 +87,10 @@ def test_dataset_conversion_is_idempotent_and_redone_after_a_kill(tmp_path, monk
         calls.append(dst)
         real_replace(src, dst)
 
-    monkeypatch.setattr("helpers.data.os.replace", replace_then_die)
+    monkeypatch.setattr("helpers.data.llava.os.replace", replace_then_die)
     with pytest.raises(KeyboardInterrupt):
         foodieqa_to_llava(sivqa, tmp_path / "foodie", killed, val_fraction=0.34, seed=0, workers=1)
-    monkeypatch.setattr("helpers.data.os.replace", real_replace)
+    monkeypatch.setattr("helpers.data.llava.os.replace", real_replace)
     assert not (killed / "train.json").exists(), "a half-done conversion looks finished to notebooks 04/05"
     # the notebooks' own test ("if not train.json: convert") redoes it, and the result is the full one
     if not (killed / "train.json").is_file():
@@ -125,7 +125,7 @@ def _finished_run(settings, base: Path) -> Path:
 
 
 def test_a_new_launch_never_trains_into_a_finished_run(tmp_path, monkeypatch):
-    from helpers import finetune
+    from helpers.train import finetune
 
     S = SimpleNamespace(runs_dir=tmp_path / "runs")
     first = _finished_run(S, tmp_path / "base")
@@ -174,7 +174,7 @@ def _fake_convert_to_official(model_dir: Path, fail: bool = False):
 
 
 def test_converting_again_never_replaces_a_model_unasked(tmp_path, monkeypatch, tiny_model_dir):
-    from helpers import finetune
+    from helpers.train import finetune
 
     S = SimpleNamespace(runs_dir=tmp_path / "runs")
     run_dir = _finished_run(S, tiny_model_dir)

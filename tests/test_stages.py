@@ -1,4 +1,4 @@
-"""Tests for helpers.stages: the drawn world, its data files, stage configs, stage 0, the pipeline."""
+"""Tests for helpers.pretrain.stages: the drawn world, its data files, stage configs, stage 0, the pipeline."""
 from __future__ import annotations
 
 import json
@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from helpers import stages as ST
+from helpers.pretrain import stages as ST
 
 
 def test_caption_and_questions_follow_the_scene():
@@ -83,7 +83,7 @@ def test_chat_text_format():
 
 
 def test_stage_config_values(tmp_path):
-    from helpers.finetune import config_values
+    from helpers.train.finetune import config_values
 
     cfg = ST.write_stage_config(tmp_path / "s1.py", "t", "/m", "/d.json", "/imgs", tmp_path / "w",
                                 freeze_llm=True, freeze_vit=False, n_samples=40, batch_size=8, max_epochs=2, lr=1e-3)
@@ -186,7 +186,7 @@ def test_build_base_end_to_end_and_cache(tiny_model_dir, tmp_path, monkeypatch):
 
 def test_food_photos_are_described_never_named_and_never_course_photos(tmp_path):
     from helpers.foods import DISHES
-    from helpers.synth import plan_photos
+    from helpers.data.synth import plan_photos
 
     info = ST.make_shapes_dataset(tmp_path, n_images=2, n_heldout=0, seed=0, size=96, food_per_dish=2,
                                   food_captioned_per_dish=1, food_size=48)
@@ -214,7 +214,7 @@ def test_food_photos_are_described_never_named_and_never_course_photos(tmp_path)
     assert max(Image.open(tmp_path / food_s1[0]["image"]).size) == 96
     a = ST.draw_food(3, seed=0, long_side=64)[1]
     course = plan_photos(per_dish=1, seed=0, long_side=64)[3]
-    from helpers.synth_draw import draw_photo
+    from helpers.data.synth_draw import draw_photo
 
     assert a.tobytes() != draw_photo(course.dish, a.width, a.height, course.seed).tobytes()
 

@@ -1,4 +1,4 @@
-"""Tests for helpers.train_run with a stand-in ``xtuner train`` that does what XTuner's dataset does
+"""Tests for helpers.train.train_run with a stand-in ``xtuner train`` that does what XTuner's dataset does
 with images (``prepare_data``: print the error, train on another sample) in a few milliseconds."""
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from helpers import finetune
+from helpers.train import finetune
 
 FAKE_XTUNER = '''#!{python}
 """Stand-in for `xtuner train CONFIG --work-dir DIR`: XTuner's image handling, log lines, checkpoints."""

@@ -1,4 +1,4 @@
-"""Tests for helpers.webui_input: phone photos get no false notes, refused uploads do not stay on
+"""Tests for helpers.serve.uploads: phone photos get no false notes, refused uploads do not stay on
 disk, and one long message is neither answered nor replayed on every later turn."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from helpers.settings import get_settings
-from helpers.webui import UploadError, load_upload
+from helpers.serve.webui import UploadError, load_upload
 
 
 def photo(size=(320, 240)):
@@ -43,7 +43,7 @@ def test_opaque_rgba_gets_no_transparency_note(tmp_path):
 
 
 def test_discard_upload_only_inside_the_upload_folder(tmp_path):
-    from helpers.webui_input import discard_upload
+    from helpers.serve.uploads import discard_upload
 
     folder = tmp_path / "gradio"
     upload = folder / "3f2a" / "menu.txt"
@@ -57,7 +57,7 @@ def test_discard_upload_only_inside_the_upload_folder(tmp_path):
 
 
 def test_bound_history_keeps_the_image_turn_and_the_newest_turns():
-    from helpers.webui_input import bound_history, message_problem
+    from helpers.serve.uploads import bound_history, message_problem
 
     first = (("这是什么菜?", "IMAGE"), "烤鸭")
     history = [first] + [(f"问题{i}", "回答" * 50) for i in range(20)]
@@ -94,7 +94,7 @@ def handlers(demo) -> dict:
 @pytest.fixture()
 def app(tmp_path, monkeypatch):
     pytest.importorskip("gradio")
-    from helpers.webui import build_app
+    from helpers.serve.webui import build_app
 
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
     engine = FakeEngine()
