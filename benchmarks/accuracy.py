@@ -124,7 +124,7 @@ def dequantize_checkpoint(awq_dir: Path, out_dir: Path, dtype: str = "bfloat16")
 
 def score(model_dir: Path, engine: str, items, settings, batch_size: int) -> dict:
     """Evaluate one model directory with one engine (``helpers.evaluate.evaluation.evaluate_model``); a results-table row."""
-    from helpers.serve.deploy import weight_format
+    from helpers.serve.pipeline import weight_format
     from helpers.evaluate.evaluation import evaluate_model, trained_system_prompt
 
     prompt = trained_system_prompt(model_dir)

@@ -221,7 +221,7 @@ def run_lmdeploy(model_path: Path, requests: list, new_tokens: int, batch1_n: in
     import torch
     from PIL import Image
 
-    from helpers.serve.deploy import internvl2_chat_template
+    from helpers.prompts import internvl2_chat_template
     from helpers.model_dir import runnable_dir
 
     lmdeploy = _lmdeploy()

@@ -77,15 +77,15 @@ def lmdeploy_logprobs(pipe, prompts, k: int = 5) -> list:
 
 
 def lmdeploy_pipeline(model: Path, system_prompt: str | None):
-    """The course's LMDeploy pipeline (helpers.serve.deploy's settings and chat template) with log-probs on.
+    """The course's LMDeploy pipeline (helpers.serve.pipeline's settings and chat template) with log-probs on.
 
     LMDeploy 0.18 returns no log-probs unless the engine is built with ``logprobs_mode``.
     """
     import lmdeploy
 
-    from helpers.serve.deploy import internvl2_chat_template
+    from helpers.prompts import internvl2_chat_template
 
-    from helpers.serve.deploy import _keep_images_first
+    from helpers.serve.messages import _keep_images_first
 
     S = get_settings()
     backend = lmdeploy.PytorchEngineConfig(session_len=S.session_len, cache_max_entry_count=S.cache_max_entry_count,
@@ -132,7 +132,7 @@ def vision_features(model: Path, images) -> list:
     """
     import torch
 
-    from helpers.serve.deploy import TransformersEngine
+    from helpers.serve.cpu_engine import TransformersEngine
     from helpers.evaluate.evaluation import close_engine, trained_system_prompt
 
     eng = TransformersEngine(model, system_prompt=trained_system_prompt(model))
@@ -144,7 +144,7 @@ def vision_features(model: Path, images) -> list:
         ours_on_ours = [eng.model.extract_feature(p.to(eng.device, eng.dtype)).float().cpu() for p in ours_pixels]
     pipe = lmdeploy_pipeline(model, trained_system_prompt(model))
     try:
-        vl = getattr(getattr(pipe, "async_engine", pipe), "vl_encoder").model  # as helpers.serve.deploy finds it
+        vl = getattr(getattr(pipe, "async_engine", pipe), "vl_encoder").model  # as helpers.serve.pipeline finds it
         lm_pixels = [vl.preprocess([{"role": "user", "content": [{"type": "image", "data": img}]}])[-1]["content"][0]
                      ["pixel_values"] for img in images]
         lm_model = _find_module_with(pipe, "extract_feature")
@@ -185,7 +185,7 @@ def compare(tf: dict, lm: dict) -> dict:
 
 
 def run_model(model: Path, items, n_answer: int, label: str) -> list:
-    from helpers.serve.deploy import TransformersEngine
+    from helpers.serve.cpu_engine import TransformersEngine
     from helpers.evaluate.evaluation import close_engine, trained_system_prompt
 
     from helpers.tiling import load_image

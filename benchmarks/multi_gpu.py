@@ -12,7 +12,7 @@ Parts (default N = 2, run in this order):
   Measured: samples/s from the median step time after ``--warmup`` steps, the scaling ratio
   (goal >= 1.7x on 2 GPUs), PyTorch's peak memory (mmengine's log, rank 0) and nvidia-smi's peak
   per card, against :func:`helpers.concepts.memory.training_memory`'s prediction.
-* ``serve``: LMDeploy's PyTorch engine (helpers.serve.deploy.make_pipeline) on the 2B-shaped checkpoint
+* ``serve``: LMDeploy's PyTorch engine (helpers.serve.pipeline.make_pipeline) on the 2B-shaped checkpoint
   with tp=1, then tp=N: a 2-turn image chat with each, and output tokens/s of ``--requests``
   requests (one 448 px photo each) with exactly ``--new-tokens`` new tokens, the median of
   ``--rounds`` timed rounds after a warm-up round.
@@ -57,6 +57,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import RESULTS_DIR, print_table, ratio, write_results  # noqa: E402
+from helpers.procs import stop_group  # noqa: E402
 
 PARTS = ("prepare", "2b", "serve", "tiny")
 PART_ENV = {"prepare": "lmdeploy", "2b": "xtuner", "serve": "lmdeploy", "tiny": "xtuner"}
@@ -191,16 +192,7 @@ def run_step(step: dict, state_file: Path, timeout: float, log) -> dict:
         proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         timed_out = True
-        for sig, grace in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
-            try:
-                os.killpg(proc.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                proc.wait(timeout=grace)
-                break
-            except subprocess.TimeoutExpired:
-                continue
+        stop_group(proc, timeout=30)
     reader.join(timeout=10)
     return dict(rc=proc.returncode, seconds=round(time.perf_counter() - started, 1), timed_out=timed_out)
 
@@ -447,7 +439,7 @@ def part_serve(st: dict, rec: _Record):
 
     from benchmarks.bench_serving import make_requests
     from benchmarks.common import environment
-    from helpers.serve.deploy import _need, make_pipeline, tp_executor_backend
+    from helpers.serve.pipeline import _need, make_pipeline, tp_executor_backend
     from helpers.gpu import gpu_snapshot
     from helpers.settings import INTERNVL2_SYSTEM_PROMPT, get_settings
 
@@ -533,7 +525,8 @@ def api_server_check(model_dir: Path, tp: int, image: str, work: Path, settings)
     """``lmdeploy serve api_server --tp N``: start it, ask one image question with the openai client, stop."""
     import openai
 
-    from helpers.serve.deploy import ApiServer, image_data_url
+    from helpers.serve.api_server import ApiServer
+    from helpers.serve.client import image_data_url
 
     server = ApiServer(model_dir, port=0, tp=tp, log_path=work / f"api_server-tp{tp}.log", settings=settings)
     out = dict(tp=tp, command=" ".join(server.command[1:]), log=str(server.log_path))

@@ -33,6 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from helpers.procs import stop_group  # noqa: E402
 from helpers.settings import get_settings  # noqa: E402
 
 
@@ -169,7 +170,7 @@ def main(argv=None) -> int:
     started_s = None
     try:
         if args.start:
-            from helpers.serve.deploy import free_port
+            from helpers.serve.api_server import free_port
 
             port = free_port()
             url = f"http://127.0.0.1:{port}/"
@@ -197,11 +198,7 @@ def main(argv=None) -> int:
         hung = [s.name for s in sessions if s.is_alive()]
     finally:
         if proc is not None:
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(timeout=20)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                os.killpg(proc.pid, signal.SIGKILL)
+            stop_group(proc)
             log.close()
 
     latencies = [x for s in sessions for x in s.latencies]

@@ -27,6 +27,7 @@ import time
 import zlib
 from pathlib import Path
 
+from helpers.env import need
 from helpers.foods import CUISINES, DISHES, LOCATIONS
 from helpers.internvl import REMOTE_CODE_FILES
 from helpers.settings import INTERNVL2_SYSTEM_PROMPT, XTUNER_SYSTEM_PROMPT, get_settings
@@ -48,16 +49,6 @@ TINY_VISION = dict(hidden_size=128, num_attention_heads=2, intermediate_size=512
 TINY_LLM = dict(hidden_size=128, num_attention_heads=2, num_key_value_heads=1, intermediate_size=512,
                 num_hidden_layers=2)
 TINY_MAX_DYNAMIC_PATCH = 6
-
-
-def _need(module: str):
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError as err:
-        raise ImportError(f"{module} is missing: install requirements-lmdeploy.txt or requirements-xtuner.txt "
-                          f"into this environment ({err})") from err
 
 
 # --------------------------------------------------------------------------- tokenizer
@@ -147,7 +138,7 @@ def train_tokenizer(out_dir, vocab_size: int = BPE_VOCAB, model_max_length: int 
     Returns:
         The full vocabulary size (learned + added special tokens) = the model's vocab_size.
     """
-    tk = _need("tokenizers")
+    tk = need("tokenizers")
     from tokenizers import AddedToken, decoders, models, pre_tokenizers, processors, trainers
 
     out_dir = Path(out_dir)
@@ -293,8 +284,8 @@ def _write_json(path: Path, data) -> None:
 
 
 def _build_into(tmp: Path, seed: int) -> None:
-    torch = _need("torch")
-    safetensors_torch = _need("safetensors.torch")
+    torch = need("torch")
+    safetensors_torch = need("safetensors.torch")
     vocab = train_tokenizer(tmp)
     cfg_dict = tiny_config(vocab)
     _write_json(tmp / "config.json", cfg_dict)
@@ -403,8 +394,8 @@ def load_model(path=None, device: str = "cpu", dtype=None):
     """
     from helpers.model_dir import runnable_dir
 
-    torch = _need("torch")
-    transformers = _need("transformers")
+    torch = need("torch")
+    transformers = need("transformers")
     path = runnable_dir(Path(path) if path is not None else get_settings().model_path)
     if dtype is None:
         dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32

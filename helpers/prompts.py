@@ -17,6 +17,7 @@ Example:
 """
 from __future__ import annotations
 
+from helpers.env import need
 from helpers.internvl.conversation import get_conv_template
 from helpers.settings import INTERNVL2_SYSTEM_PROMPT, XTUNER_SYSTEM_PROMPT
 
@@ -154,3 +155,33 @@ def stop_token_ids(tokenizer, template: str = TEMPLATE) -> list:
     if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
         ids.append(tokenizer.eos_token_id)
     return ids
+
+
+def internvl2_chat_template(system_prompt: str, template: str = "internlm2-chat"):
+    """LMDeploy ChatTemplateConfig that renders InternVL2's own prompt with a given system prompt.
+
+    The markers come from InternVL2's conversation template (``helpers.internvl.conversation``,
+    the same file the checkpoint's remote code uses), so LMDeploy builds byte-for-byte the prompt
+    that ``model.chat()`` builds: ``<|im_start|>system\n{system}<|im_end|><|im_start|>user\n...``.
+
+    Args:
+        system_prompt: the system message.
+        template: conversation template name (``config.template``).
+
+    Returns:
+        ``lmdeploy.ChatTemplateConfig``.
+
+    Example:
+        >>> internvl2_chat_template("你是美食助手。").meta_instruction  # doctest: +SKIP
+        '你是美食助手。'
+    """
+    lmdeploy = need("lmdeploy")
+    conv = get_conv_template(template)
+    system_prefix = conv.system_template.split("{system_message}")[0]
+    user, assistant = conv.roles
+    return lmdeploy.ChatTemplateConfig(
+        model_name="base",  # LMDeploy's plain template class, filled with InternVL2's markers
+        system=system_prefix, meta_instruction=system_prompt, eosys=conv.sep,
+        user=user, eoh=conv.sep, assistant=assistant, eoa=conv.sep, separator="",
+        stop_words=list(conv.stop_str) or [conv.sep],
+    )

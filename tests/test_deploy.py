@@ -1,4 +1,4 @@
-"""Tests for helpers.serve.deploy: the transformers engine's LMDeploy-style API on the tiny checkpoint,
+"""Tests for helpers.serve.pipeline: the transformers engine's LMDeploy-style API on the tiny checkpoint,
 generation-config handling, and ApiServer process management (a stand-in HTTP server on CPU,
 the real ``lmdeploy serve api_server`` in the GPU job)."""
 from __future__ import annotations
@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers.serve import deploy
+from helpers import prompts
+from helpers.serve import api_server, client, generation, messages, pipeline
 from helpers.settings import get_settings
 
 S = get_settings()
@@ -23,41 +24,41 @@ TINY = S.tiny_model_path
 
 
 def test_generation_config_defaults_match_lmdeploy():
-    ours = deploy.GenerationConfig()
+    ours = generation.GenerationConfig()
     assert ours.do_sample is False and ours.max_new_tokens == 512
     lmdeploy = pytest.importorskip("lmdeploy")
     theirs = lmdeploy.GenerationConfig()
-    for name, value in deploy._GEN_DEFAULTS.items():
+    for name, value in generation._GEN_DEFAULTS.items():
         assert getattr(theirs, name) == value, name
 
 
 def test_gen_fields_reads_all_forms():
-    assert deploy._gen_fields(None)["do_sample"] is False
-    assert deploy._gen_fields({"max_new_tokens": 7})["max_new_tokens"] == 7
-    assert deploy._gen_fields(deploy.GenerationConfig(top_p=0.5))["top_p"] == 0.5
-    assert deploy._gen_fields(deploy.generation_config(temperature=0.3))["temperature"] == 0.3
+    assert generation._gen_fields(None)["do_sample"] is False
+    assert generation._gen_fields({"max_new_tokens": 7})["max_new_tokens"] == 7
+    assert generation._gen_fields(generation.GenerationConfig(top_p=0.5))["top_p"] == 0.5
+    assert generation._gen_fields(generation.generation_config(temperature=0.3))["temperature"] == 0.3
     with pytest.raises(ValueError, match="unknown fields"):
-        deploy._gen_fields({"max_tokens": 3})
+        generation._gen_fields({"max_tokens": 3})
 
 
 def test_prompt_forms():
-    assert deploy._split_prompt("hi") == ("hi", [])
-    assert deploy._split_prompt(("q", "a.jpg")) == ("q", ["a.jpg"])
-    assert deploy._split_prompt((["a.jpg", "b.jpg"], "q")) == ("q", ["a.jpg", "b.jpg"])
+    assert messages._split_prompt("hi") == ("hi", [])
+    assert messages._split_prompt(("q", "a.jpg")) == ("q", ["a.jpg"])
+    assert messages._split_prompt((["a.jpg", "b.jpg"], "q")) == ("q", ["a.jpg", "b.jpg"])
     with pytest.raises(TypeError, match="a prompt is"):
-        deploy._split_prompt(42)
-    assert deploy._place_images("q", 1) == "<image>\nq"
-    assert deploy._place_images("q", 2) == "Image-1: <image>\nImage-2: <image>\nq"
-    assert deploy._place_images("<image> vs <image>", 2) == "<image> vs <image>"
+        messages._split_prompt(42)
+    assert messages._place_images("q", 1) == "<image>\nq"
+    assert messages._place_images("q", 2) == "Image-1: <image>\nImage-2: <image>\nq"
+    assert messages._place_images("<image> vs <image>", 2) == "<image> vs <image>"
     with pytest.raises(ValueError, match="2 <image> placeholders but 1"):
-        deploy._place_images("<image><image>", 1)
+        messages._place_images("<image><image>", 1)
 
 
 def test_internvl2_chat_template_matches_the_models_template():
     pytest.importorskip("lmdeploy")
     from helpers.internvl.conversation import get_conv_template
 
-    template = deploy.internvl2_chat_template("你是美食助手。").chat_template()
+    template = prompts.internvl2_chat_template("你是美食助手。").chat_template()
     messages = [{"role": "user", "content": "<image>\n这是什么菜？"}, {"role": "assistant", "content": "肠粉"},
                 {"role": "user", "content": "哪个菜系？"}]
     conv = get_conv_template("internlm2-chat")
@@ -70,17 +71,17 @@ def test_internvl2_chat_template_matches_the_models_template():
 
 def test_make_pipeline_rejects_unknown_engine_and_missing_checkpoint(tmp_path):
     with pytest.raises(ValueError, match="engine must be one of"):
-        deploy.make_pipeline(tmp_path, engine="vllm")
+        pipeline.make_pipeline(tmp_path, engine="vllm")
     with pytest.raises(FileNotFoundError, match="config.json missing"):
-        deploy.make_pipeline(tmp_path, engine="transformers")
+        pipeline.make_pipeline(tmp_path, engine="transformers")
 
 
 def test_make_pipeline_says_why_lmdeploy_cannot_run(tiny_model_dir):
-    ok, reason = deploy.server_available()
+    ok, reason = pipeline.server_available()
     if ok:
         pytest.skip("LMDeploy can run here (GPU job)")
     with pytest.raises(RuntimeError, match="use engine='transformers'"):
-        deploy.make_pipeline(tiny_model_dir, engine="lmdeploy")
+        pipeline.make_pipeline(tiny_model_dir, engine="lmdeploy")
 
 
 # --------------------------------------------------------------------------- transformers engine (tiny model)
@@ -102,7 +103,7 @@ def _photos(n=3):
 
 @pytest.fixture(scope="module")
 def engine(tiny_model_dir):
-    eng = deploy.make_pipeline(tiny_model_dir, engine="transformers")
+    eng = pipeline.make_pipeline(tiny_model_dir, engine="transformers")
     yield eng
     eng.close()
 
@@ -216,7 +217,7 @@ def test_multi_image_prompt(engine):
 
 def test_sampling_with_seed_is_reproducible(engine):
     img = _photos(1)[0]
-    cfg = deploy.generation_config(max_new_tokens=10, do_sample=True, temperature=1.5, top_k=0, top_p=1.0,
+    cfg = generation.generation_config(max_new_tokens=10, do_sample=True, temperature=1.5, top_k=0, top_p=1.0,
                                    random_seed=7)
     a = engine(("图中是什么菜？", img), gen_config=cfg)
     b = engine(("图中是什么菜？", img), gen_config=cfg)
@@ -224,7 +225,7 @@ def test_sampling_with_seed_is_reproducible(engine):
 
 
 def test_describe_engine(engine, tiny_model_dir):
-    line = deploy.describe_engine(engine)
+    line = pipeline.describe_engine(engine)
     assert "engine=transformers" in line and str(tiny_model_dir) in line
 
 
@@ -304,16 +305,16 @@ def stand_in(tmp_path):
     script.write_text(STAND_IN)
 
     def make(key="sk-test", delay="1", env=None):
-        port = deploy.free_port()
+        port = api_server.free_port()
         cmd = [sys.executable, str(script), str(port)] + ([key] if key else [])
-        return deploy.ApiServer(TINY, port=port, api_keys=key, command=cmd, log_path=tmp_path / "server.log",
+        return api_server.ApiServer(TINY, port=port, api_keys=key, command=cmd, log_path=tmp_path / "server.log",
                                 env={"STANDIN_DELAY": delay, **(env or {})})
 
     return make
 
 
 def test_api_server_command_line(tmp_path):
-    srv = deploy.ApiServer("/models/x", port=23999, api_keys="sk-1", tp=2, session_len=4096,
+    srv = api_server.ApiServer("/models/x", port=23999, api_keys="sk-1", tp=2, session_len=4096,
                            cache_max_entry_count=0.3, extra_args=["--max-batch-size", "8"], log_path=tmp_path / "l")
     cmd = srv.command
     assert cmd[:6] == [sys.executable, "-m", "lmdeploy", "serve", "api_server", "/models/x"]
@@ -323,9 +324,9 @@ def test_api_server_command_line(tmp_path):
         assert cmd[cmd.index(flag) + 1] == value, flag
     assert "--trust-remote-code" in cmd
     assert srv.url == "http://127.0.0.1:23999" and not srv.running
-    assert deploy.ApiServer("/m", port=1, log_path=tmp_path / "l").command.count("--api-keys") == 0
+    assert api_server.ApiServer("/m", port=1, log_path=tmp_path / "l").command.count("--api-keys") == 0
     with pytest.raises(ValueError, match="PyTorch engine only"):
-        deploy.ApiServer("/m", backend="turbomind", log_path=tmp_path / "l")
+        api_server.ApiServer("/m", backend="turbomind", log_path=tmp_path / "l")
 
 
 
@@ -336,16 +337,16 @@ def test_tp_workers_use_multiprocessing_without_ray(monkeypatch, tmp_path):
     monkeypatch.delenv("LMDEPLOY_EXECUTOR_BACKEND", raising=False)
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "ray" else real_find_spec(name, *a))
-    assert deploy.tp_executor_backend(1) is None  # one GPU: no workers to start
-    assert deploy.tp_executor_backend(2) == "mp"
-    cmd = deploy.ApiServer("/m", port=1, tp=2, log_path=tmp_path / "l").command
+    assert pipeline.tp_executor_backend(1) is None  # one GPU: no workers to start
+    assert pipeline.tp_executor_backend(2) == "mp"
+    cmd = api_server.ApiServer("/m", port=1, tp=2, log_path=tmp_path / "l").command
     assert cmd[cmd.index("--distributed-executor-backend") + 1] == "mp"
-    assert "--distributed-executor-backend" not in deploy.ApiServer("/m", port=1, log_path=tmp_path / "l").command
+    assert "--distributed-executor-backend" not in api_server.ApiServer("/m", port=1, log_path=tmp_path / "l").command
     monkeypatch.setenv("LMDEPLOY_EXECUTOR_BACKEND", "ray")  # the user's choice wins; LMDeploy reads it
-    assert deploy.tp_executor_backend(2) is None
+    assert pipeline.tp_executor_backend(2) is None
     monkeypatch.delenv("LMDEPLOY_EXECUTOR_BACKEND")
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "ray" else None)
-    assert deploy.tp_executor_backend(2) is None  # Ray installed: LMDeploy's own default
+    assert pipeline.tp_executor_backend(2) is None  # Ray installed: LMDeploy's own default
 
 def test_api_server_start_ready_key_and_stop(stand_in):
     srv = stand_in()
@@ -372,10 +373,10 @@ def test_openai_chat_sends_a_data_url_image(stand_in, tmp_path):
     Image.new("RGB", (64, 48), (200, 100, 50)).save(image)
     with stand_in() as srv:
         srv.wait_ready(timeout=60, interval=0.2)
-        answer = deploy.openai_chat(srv.url, "sk-test", "这是什么菜？", image)
+        answer = client.openai_chat(srv.url, "sk-test", "这是什么菜？", image)
         assert answer == "这是什么菜？ | data:image/png;base64 | 64x48 | model=stand-in"
         with pytest.raises(openai.AuthenticationError):
-            deploy.openai_chat(srv.url + "/v1", "wrong-key", "q", image, model="stand-in")
+            client.openai_chat(srv.url + "/v1", "wrong-key", "q", image, model="stand-in")
 
 
 def test_api_server_exit_before_ready_shows_the_log(stand_in):
@@ -401,7 +402,7 @@ def test_api_server_timeout_and_wrong_key(stand_in):
 
 
 def test_server_available_reason():
-    ok, reason = deploy.server_available()
+    ok, reason = pipeline.server_available()
     assert ok or reason  # never "unavailable" without saying why
     if ok:
         assert reason == ""
@@ -411,9 +412,9 @@ def test_image_data_url_errors(tmp_path):
     bad = tmp_path / "notes.txt"
     bad.write_text("not an image")
     with pytest.raises(ValueError, match="notes.txt is not an image"):
-        deploy.image_data_url(bad)
+        client.image_data_url(bad)
     with pytest.raises(FileNotFoundError):
-        deploy.image_data_url(tmp_path / "missing.jpg")
+        client.image_data_url(tmp_path / "missing.jpg")
 
 
 # --------------------------------------------------------------------------- real LMDeploy (GPU job)
@@ -422,7 +423,7 @@ gpu = pytest.mark.gpu
 
 
 def _need_gpu():
-    ok, reason = deploy.server_available()
+    ok, reason = pipeline.server_available()
     if not ok:
         pytest.skip(reason)
 
@@ -431,14 +432,14 @@ def _need_gpu():
 @pytest.mark.slow
 def test_lmdeploy_pipeline_on_gpu(tiny_model_dir):
     _need_gpu()
-    pipe = deploy.make_pipeline(tiny_model_dir, engine="lmdeploy", cache_max_entry_count=0.2, max_dynamic_patch=2,
+    pipe = pipeline.make_pipeline(tiny_model_dir, engine="lmdeploy", cache_max_entry_count=0.2, max_dynamic_patch=2,
                                 system_prompt="你是美食助手。")
     try:
-        assert pipe.engine_name == "lmdeploy" and "engine=lmdeploy" in deploy.describe_engine(pipe)
-        print(deploy.describe_engine(pipe))
+        assert pipe.engine_name == "lmdeploy" and "engine=lmdeploy" in pipeline.describe_engine(pipe)
+        print(pipeline.describe_engine(pipe))
         assert pipe.async_engine.vl_encoder.model.config.max_dynamic_patch == 2
         img = _photos(1)[0]
-        cfg = deploy.generation_config(max_new_tokens=16)
+        cfg = generation.generation_config(max_new_tokens=16)
         res = pipe(("图中是什么菜？", img), gen_config=cfg)
         assert res.generate_token_len > 0 and res.finish_reason in ("stop", "length")
         batch = pipe([("图中是什么菜？", img)] * 4, gen_config=cfg)
@@ -468,9 +469,9 @@ def test_lmdeploy_pipeline_built_inside_a_running_event_loop(tiny_model_dir):
     import asyncio
 
     async def cell():
-        pipe = deploy.make_pipeline(tiny_model_dir, engine="lmdeploy", cache_max_entry_count=0.1)
+        pipe = pipeline.make_pipeline(tiny_model_dir, engine="lmdeploy", cache_max_entry_count=0.1)
         try:
-            return pipe(("图中是什么菜？", _photos(1)[0]), gen_config=deploy.generation_config(max_new_tokens=8))
+            return pipe(("图中是什么菜？", _photos(1)[0]), gen_config=generation.generation_config(max_new_tokens=8))
         finally:
             pipe.close()
 
@@ -485,17 +486,17 @@ def test_api_server_on_gpu_refuses_without_key(tiny_model_dir, tmp_path):
     openai = pytest.importorskip("openai")
     image = tmp_path / "dish.jpg"
     _photos(1)[0].save(image)
-    with deploy.ApiServer(tiny_model_dir, port=0, api_keys="sk-course", cache_max_entry_count=0.2,
+    with api_server.ApiServer(tiny_model_dir, port=0, api_keys="sk-course", cache_max_entry_count=0.2,
                           log_path=tmp_path / "api.log") as srv:
         t0 = __import__("time").monotonic()
         models = srv.wait_ready(timeout=420)
         print(f"api_server ready after {__import__('time').monotonic() - t0:.0f} s; models {models}")
         assert models
-        answer = deploy.openai_chat(srv.url, "sk-course", "图中是什么菜？", image, max_tokens=16)
+        answer = client.openai_chat(srv.url, "sk-course", "图中是什么菜？", image, max_tokens=16)
         assert isinstance(answer, str)
         print("api_server answer:", repr(answer))
         with pytest.raises(openai.AuthenticationError):
-            deploy.openai_chat(srv.url, None, "图中是什么菜？", image, model=models[0])
+            client.openai_chat(srv.url, None, "图中是什么菜？", image, model=models[0])
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(srv.url + "/v1/models", timeout=10)
         assert refused.value.code == 401
@@ -506,7 +507,7 @@ def test_api_server_on_gpu_refuses_without_key(tiny_model_dir, tmp_path):
 def test_weight_format_reads_lmdeploy_awq_config_and_transformers_refuses_it(tiny_model_dir, tmp_path):
     import shutil
 
-    from helpers.serve.deploy import make_pipeline, weight_format
+    from helpers.serve.pipeline import make_pipeline, weight_format
 
     assert weight_format(tiny_model_dir) is None
     awq = tmp_path / "w4a16"
@@ -523,7 +524,7 @@ def test_weight_format_reads_lmdeploy_awq_config_and_transformers_refuses_it(tin
 def test_images_first_gives_lmdeploy_the_training_order(tmp_path):
     from PIL import Image
 
-    from helpers.serve.deploy import images_first
+    from helpers.serve.messages import images_first
 
     img = Image.new("RGB", (32, 24), (200, 30, 30))
     path = tmp_path / "dish.jpg"

@@ -118,13 +118,13 @@ def test_walkthrough_of_notebook_01(replica_model):
 # --------------------------------------------------------------------------- serving paths
 @pytest.fixture(scope="module")
 def replica_engine(replica_dir):
-    from helpers.serve.deploy import make_pipeline
+    from helpers.serve.pipeline import make_pipeline
 
     return make_pipeline(replica_dir, engine="transformers")
 
 
 def test_transformers_engine_equals_the_models_chat(replica_engine, replica_model):
-    from helpers.serve.deploy import generation_config
+    from helpers.serve.generation import generation_config
     from helpers.tiling import to_pixel_values
 
     model, tok = replica_model
@@ -161,15 +161,15 @@ def test_evaluation(replica_dir, tmp_path):
 
 def test_lmdeploy_and_api_server_get_the_runnable_directory(replica_dir, monkeypatch):
     lmdeploy = pytest.importorskip("lmdeploy")
-    from helpers.serve import deploy
+    from helpers.serve import api_server, pipeline
 
     seen = {}
-    monkeypatch.setattr(deploy, "server_available", lambda: (True, ""))
+    monkeypatch.setattr(pipeline, "server_available", lambda: (True, ""))
     monkeypatch.setattr(lmdeploy, "pipeline", lambda path, **kw: seen.setdefault("path", path) and _FakePipe())
-    deploy.make_pipeline(replica_dir, engine="lmdeploy")
+    pipeline.make_pipeline(replica_dir, engine="lmdeploy")
     want = model_dir.runnable_dir(replica_dir)
     assert seen["path"] == str(want) and model_dir.code_origin(want) == "course"  # transformers 5: the view
-    server = deploy.ApiServer(replica_dir, port=23999)
+    server = api_server.ApiServer(replica_dir, port=23999)
     assert server.command[server.command.index("api_server") + 1] == str(want)
 
 
@@ -187,7 +187,8 @@ class _FakePipe:
 def test_web_ui_answers_with_the_replica(replica_engine):
     pytest.importorskip("gradio")
     gradio_client = pytest.importorskip("gradio_client")
-    from helpers.serve.deploy import free_port, generation_config
+    from helpers.serve.api_server import free_port
+    from helpers.serve.generation import generation_config
     from helpers.settings import get_settings
     from helpers.serve.webui import build_app, launch
 

@@ -185,13 +185,13 @@ class GatedEngine:
 def engine(tiny_model_dir):
     pytest.importorskip("gradio")
     pytest.importorskip("gradio_client")
-    from helpers.serve.deploy import make_pipeline
+    from helpers.serve.pipeline import make_pipeline
 
     return make_pipeline(tiny_model_dir, engine="transformers")
 
 
 def _launch(demo, settings):
-    from helpers.serve.deploy import free_port
+    from helpers.serve.api_server import free_port
     from helpers.serve.webui import launch
 
     port = free_port()
@@ -241,7 +241,7 @@ def _ask(client, question):
 
 def _expected(engine, image_path, questions):
     """What the engine answers when asked directly (greedy), turn by turn."""
-    from helpers.serve.deploy import generation_config
+    from helpers.serve.generation import generation_config
     from helpers.serve.webui import load_upload
 
     image, _ = load_upload(image_path, **LIMITS)

@@ -47,7 +47,7 @@ def _photo(path: Path, colour=(200, 80, 40)):
 
 @pytest.fixture(scope="module")
 def engine(tiny_model_dir):
-    from helpers.serve.deploy import make_pipeline
+    from helpers.serve.pipeline import make_pipeline
 
     return make_pipeline(tiny_model_dir, engine="transformers")
 
@@ -68,7 +68,7 @@ def browser():
 
 
 def _serve(demo):
-    from helpers.serve.deploy import free_port
+    from helpers.serve.api_server import free_port
     from helpers.serve.webui import launch
 
     port = free_port()
@@ -130,7 +130,7 @@ def _ask(page, question: str) -> str:
 
 
 def _direct(engine, image_path, questions, max_new_tokens):
-    from helpers.serve.deploy import generation_config
+    from helpers.serve.generation import generation_config
     from helpers.serve.webui import load_upload
 
     image, _ = load_upload(image_path, settings=S)

@@ -25,6 +25,7 @@ import re
 import struct
 from pathlib import Path
 
+from helpers.env import need
 from helpers.concepts.architecture import REFERENCE_CONFIGS  # noqa: F401  (re-exported: notebooks tabulate InternVL2-2B)
 
 ENGINE_CONFIGS = {"turbomind": "TurbomindEngineConfig", "pytorch": "PytorchEngineConfig"}
@@ -64,14 +65,6 @@ FEATURES = (
 )
 
 
-def _lmdeploy():
-    try:
-        return importlib.import_module("lmdeploy")
-    except ImportError as exc:
-        raise ImportError("lmdeploy is missing: install requirements-lmdeploy.txt "
-                          "(pip install -r requirements-lmdeploy.txt)") from exc
-
-
 def _plain(value):
     """A default as a table shows it: enums by value, factories called, None kept."""
     if isinstance(value, enum.Enum):
@@ -92,7 +85,7 @@ def engine_config_fields() -> dict:
         >>> engine_config_fields()["pytorch"]["cache_max_entry_count"]   # doctest: +SKIP
         0.8
     """
-    lmdeploy = _lmdeploy()
+    lmdeploy = need("lmdeploy")
     out = {}
     for engine, class_name in ENGINE_CONFIGS.items():
         cls = getattr(lmdeploy, class_name)

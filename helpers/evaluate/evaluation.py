@@ -4,7 +4,7 @@ Notebook 06 measures the model before and after fine-tuning with these helpers:
 
 * :func:`load_split` reads a LLaVA split written by :mod:`helpers.data.llava` (``meta`` carries the
   question type, dish, cuisine, choices and answer index) and resolves the image paths.
-* :func:`evaluate` asks an engine from :func:`helpers.serve.deploy.make_pipeline` (LMDeploy on a GPU,
+* :func:`evaluate` asks an engine from :func:`helpers.serve.pipeline.make_pipeline` (LMDeploy on a GPU,
   transformers on a CPU; same call) every question, in batches, greedy, and scores each answer:
 
   - ``mode="course"``: the training question; the answer should read
@@ -221,7 +221,7 @@ def evaluate(pipe, items, mode: str = "course", *, name: str = "model", batch_si
     """Ask an engine every question of a split (greedy, in batches) and score the answers.
 
     Args:
-        pipe: an engine from :func:`helpers.serve.deploy.make_pipeline` (LMDeploy or transformers).
+        pipe: an engine from :func:`helpers.serve.pipeline.make_pipeline` (LMDeploy or transformers).
         items: :class:`EvalItem` s from :func:`load_split`.
         mode: "course" (the training question and answer format) or "choice" (options A-D).
         name: label of the result.
@@ -237,7 +237,7 @@ def evaluate(pipe, items, mode: str = "course", *, name: str = "model", batch_si
         >>> result = evaluate(make_pipeline(model_dir), load_split(val_json), name="base")  # doctest: +SKIP
         >>> print(result.summary())                                                      # doctest: +SKIP
     """
-    from helpers.serve.deploy import generation_config
+    from helpers.serve.generation import generation_config
     from helpers.tiling import load_image
 
     if mode not in MODES:
@@ -337,7 +337,7 @@ def evaluate_model(model_dir, items, *, name: str, mode: str = "course", system_
     Example:
         >>> r = evaluate_model(S.base_model_path, items, name="base")  # doctest: +SKIP
     """
-    from helpers.serve.deploy import make_pipeline
+    from helpers.serve.pipeline import make_pipeline
     from helpers.settings import get_settings
 
     S = settings or get_settings()

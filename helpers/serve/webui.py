@@ -109,7 +109,7 @@ class EnginePool:
             raise KeyError(f"unknown model {label!r}; choose one of {self.labels}")
         with self._locks[label]:
             if label not in self.engines:
-                from helpers.serve.deploy import make_pipeline
+                from helpers.serve.pipeline import make_pipeline
 
                 log.info("loading %s from %s", label, self.models[label])
                 self.engines[label] = make_pipeline(self.models[label], engine=self.kind, settings=self.settings)
@@ -138,7 +138,7 @@ def build_app(engine_or_model_path=None, settings=None, base_model=None, finetun
 
     Args:
         engine_or_model_path: the model the UI starts with: an engine from
-            :func:`helpers.serve.deploy.make_pipeline` or a checkpoint directory (default: settings.model_path
+            :func:`helpers.serve.pipeline.make_pipeline` or a checkpoint directory (default: settings.model_path
             unless ``base_model`` is given).
         settings: a Settings (limits, defaults, data root for examples).
         base_model: a "before fine-tuning" model (engine or directory) to switch to.
@@ -161,7 +161,7 @@ def build_app(engine_or_model_path=None, settings=None, base_model=None, finetun
         import gradio as gr
     except ImportError as exc:
         raise ImportError("gradio is missing: install requirements-lmdeploy.txt") from exc
-    from helpers.serve.deploy import generation_config
+    from helpers.serve.generation import generation_config
 
     S = settings or get_settings()
     entries = [("模型", engine_or_model_path)] if engine_or_model_path is not None else []

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from helpers.train.checkpoints import _iteration, checkpoint_problem, last_checkpoint
 from helpers.train.replaced_samples import replaced_sample_errors, unopenable_records
+from helpers.procs import stop_group
 from helpers.settings import REPO_ROOT
 
 LOG_NAME = "train.log"
@@ -297,17 +298,8 @@ class TrainRun:
             The exit status.
         """
         self.stopped = True
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
-            if self.returncode is not None:
-                break
-            try:
-                os.killpg(self.proc.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                self.proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                continue
+        if self.returncode is None:
+            stop_group(self.proc, (signal.SIGINT, signal.SIGTERM, signal.SIGKILL), timeout=timeout_s, reap=False)
         self.proc.wait()
         return self.returncode
 
