@@ -218,3 +218,18 @@ class CourseInternVL(InternVL_V1_5):
                       f"(e.g. {upcast[0]}).", logger="current")
         # The frozen ViT still produces bf16 features; the projector takes its own dtype.
         self.model.mlp1.register_forward_pre_hook(_cast_input_to_weight_dtype)
+
+
+class FullPrecisionInternVL(CourseInternVL):
+    """XTuner's InternVL_V1_5 (course fixes included) holding every weight in fp32 (notebook 02's stages).
+
+    XTuner loads the checkpoint in bf16 and the course class keeps only the *trainable*
+    weights in fp32. With the LLM frozen and no LoRA (stage 1), the fp32 projector's tokens
+    then meet the bf16 LLM's embeddings and the splice fails on the dtype mismatch. A tiny
+    model costs nothing to hold in fp32, and fp32 matmuls are faster than bf16 on a CPU.
+    The saved ``.pth`` and ``convert_to_official`` are unchanged.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.model.float()
