@@ -154,7 +154,7 @@ def main(argv=None) -> int:
     ap.add_argument("--smoke", action="store_true", help="CPU: 8 questions, transformers only, no w4a16")
     args = ap.parse_args(argv)
 
-    from helpers.evaluate.evaluation import load_split
+    from helpers.evaluate.items import load_split
 
     models = parse_models(args.model, S)
     for name, path in models.items():

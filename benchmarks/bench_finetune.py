@@ -3,7 +3,7 @@
 Every recipe trains the same InternVL2-2B-shaped random checkpoint (``make_2b_checkpoint.py``)
 on the same synthetic LLaVA set: FoodieQA-like phone photos (4032x3024, 3024x4032, 16:9, 1:1,
 3:2 ... -> 7-13 tiles of 448 px) with one question and a fixed-length answer each. Each recipe
-is ``xtuner train CONFIG --deepspeed deepspeed_zero2`` (helpers.train.finetune.launch) on a config
+is ``xtuner train CONFIG --deepspeed deepspeed_zero2`` (helpers.train.train_run.launch) on a config
 from helpers.train.finetune / helpers.train.config (full profile: the upstream LoRA recipe,
 r 128, batch 4 x accumulation 2, max_length 8192), limited to ``--iters`` iterations with no
 checkpoints; the recipes differ only by the overrides appended to the config:
@@ -200,7 +200,8 @@ def run_recipe(name: str, config: Path, work_dir: Path, deepspeed: str | None, w
     """Launch one recipe, wait, and read its per-iteration log."""
     import shutil
 
-    from helpers.train.finetune import iteration_times, launch, read_log
+    from helpers.train.logs import iteration_times, read_log
+    from helpers.train.train_run import launch
     from helpers.gpu import GpuMonitor
 
     if work_dir.exists():

@@ -290,10 +290,10 @@ def run_lmdeploy(model_path: Path, requests: list, new_tokens: int, batch1_n: in
 def calibration_text(path) -> Path:
     """Write a calibration text file from the course's own text (questions, dish names, notes).
 
-    The text is the tokenizer corpus of :func:`helpers.models.tokenizer_corpus` plus the
+    The text is the tokenizer corpus of :func:`helpers.tokenizer.tokenizer_corpus` plus the
     questions and answers of the LLaVA training file when ``make data`` has run.
     """
-    from helpers.models import tokenizer_corpus
+    from helpers.tokenizer import tokenizer_corpus
 
     S = get_settings()
     parts = list(tokenizer_corpus())

@@ -232,7 +232,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if not need_cuda("LMDeploy"):
         return 0
-    from helpers.evaluate.evaluation import load_split
+    from helpers.evaluate.items import load_split
 
     if args.model:
         model = Path(args.model)

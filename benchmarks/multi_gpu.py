@@ -7,7 +7,7 @@ Parts (default N = 2, run in this order):
   random checkpoint (``make_2b_checkpoint.py``), the training photos and the serving photos.
 * ``2b``: the upstream LoRA recipe (batch 4 x accumulation 2 on one GPU, re-split to 4 x 1 on two:
   the same global batch) on the 2B-shaped checkpoint with ``xtuner train CONFIG --deepspeed
-  deepspeed_zero2``, once on one GPU and once with ``NPROC_PER_NODE=N`` (helpers.train.finetune.launch).
+  deepspeed_zero2``, once on one GPU and once with ``NPROC_PER_NODE=N`` (helpers.train.train_run.launch).
   Every sample is a 4032x3024 phone photo (13 tiles), so every step carries the same work.
   Measured: samples/s from the median step time after ``--warmup`` steps, the scaling ratio
   (goal >= 1.7x on 2 GPUs), PyTorch's peak memory (mmengine's log, rank 0) and nvidia-smi's peak
@@ -18,7 +18,7 @@ Parts (default N = 2, run in this order):
   ``--rounds`` timed rounds after a warm-up round.
 * ``tiny``: the course's LoRA fine-tune of ``internvl2-tiny`` (tiny profile, a slice of the
   course's LLaVA set, one epoch) with ``--deepspeed deepspeed_zero2`` on one GPU and on N; the
-  N-GPU checkpoint is converted (helpers.train.finetune.convert) and the result loaded on CUDA with
+  N-GPU checkpoint is converted (helpers.train.convert.convert) and the result loaded on CUDA with
   transformers for a one-image chat.
 
 XTuner (transformers 4.48) and LMDeploy (transformers 5.17) cannot share a process, so each part
@@ -300,8 +300,9 @@ def zero_stage(deepspeed: str) -> int:
 
 
 def _train(config, work_dir, gpus: int, deepspeed: str, need_checkpoint: bool, rec: "_Record") -> tuple:
-    """``xtuner train`` on ``gpus`` GPUs (helpers.train.finetune.launch) under an nvidia-smi monitor."""
-    from helpers.train.finetune import launch, read_log
+    """``xtuner train`` on ``gpus`` GPUs (helpers.train.train_run.launch) under an nvidia-smi monitor."""
+    from helpers.train.train_run import launch
+    from helpers.train.logs import read_log
     from helpers.gpu import GpuMonitor
 
     if Path(work_dir).exists():
@@ -377,7 +378,7 @@ def part_2b(st: dict, rec: _Record):
     """1 GPU vs N GPUs, DeepSpeed ZeRO-2, upstream recipe, 2B-shaped checkpoint."""
     from benchmarks.bench_finetune import RECIPES, check_config, sample_shape, write_recipe_config
     from benchmarks.common import environment
-    from helpers.train.finetune import split_batch
+    from helpers.train.config import split_batch
     from helpers.concepts.memory import training_memory
     from helpers.settings import get_settings
 
@@ -403,7 +404,7 @@ def part_2b(st: dict, rec: _Record):
         row = dict(gpus=gpus, batch_per_gpu=batch, accum=accum, global_batch=batch * accum * gpus, config=str(cfg))
         print(f"[2b] {gpus} GPU(s): batch {batch} x accumulation {accum} per GPU, {st['iters']} steps")
         rows, _, mon, wall, run = _train(cfg, work_dir, gpus, st["deepspeed"], need_checkpoint=False, rec=rec)
-        from helpers.train.finetune import iteration_times
+        from helpers.train.logs import iteration_times
 
         times = iteration_times(rows)[st["warmup"]:]  # mmengine logs a 10-iteration moving average
         mem = [r["memory"] for r in rows if r.get("memory") is not None]
@@ -556,7 +557,8 @@ def part_tiny(st: dict, rec: _Record):
     import torch
 
     from benchmarks.common import environment
-    from helpers.train.finetune import convert, sizes, split_batch, write_config
+    from helpers.train.convert import convert, sizes
+    from helpers.train.config import split_batch, write_config
     from helpers.models import load_model
     from helpers.settings import get_settings
     from helpers.tiling import load_image, to_pixel_values

@@ -17,6 +17,37 @@ from __future__ import annotations
 DPI = 80  # committed notebooks carry their images; 80 dpi keeps them small and readable
 
 
+CJK_FONTS = ("WenQuanYi Micro Hei", "Noto Sans CJK SC", "Noto Sans CJK JP")  # first one installed wins
+
+
+def use_cjk_font() -> str | None:
+    """Let matplotlib draw Chinese: add the first installed CJK font behind the default one.
+
+    Sets ``font.family`` to ``["sans-serif", <CJK font>]``: matplotlib (>= 3.6) looks up each
+    glyph in the families in order, so Latin text keeps the default sans-serif font (DejaVu
+    Sans) and Chinese characters come from the CJK font. Safe to call often.
+
+    Returns:
+        The CJK font's family name, or None when none is installed (Chinese then shows as boxes).
+
+    Example:
+        >>> use_cjk_font() is None or use_cjk_font().startswith(("WenQuanYi", "Noto"))
+        True
+    """
+    import matplotlib
+    from matplotlib import font_manager
+
+    installed = {f.name for f in font_manager.fontManager.ttflist}
+    cjk = next((name for name in CJK_FONTS if name in installed), None)
+    if cjk is None:
+        return None
+    # Fallback runs over the *family* list (each entry resolved to one font), not over the
+    # generic family's font list: "sans-serif" alone never reaches the CJK font.
+    matplotlib.rcParams["font.family"] = ["sans-serif", cjk]
+    matplotlib.rcParams["axes.unicode_minus"] = False  # the CJK font has no U+2212 minus sign
+    return cjk
+
+
 def figure(figsize=(8, 3.5), dpi: int = DPI):
     """A new constrained-layout Figure, not registered with pyplot.
 

@@ -7,7 +7,8 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
-from helpers.data.views import _spread, record_image_path, use_cjk_font  # noqa: E402
+from helpers.data.views import _spread, record_image_path  # noqa: E402
+from helpers.display import use_cjk_font
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from helpers.evaluate.evaluation import (EvalResult, comparison_rows, evaluate, format_table, load_split,
-                                         trained_system_prompt)
+from helpers.evaluate.evaluation import EvalResult, evaluate, trained_system_prompt
+from helpers.evaluate.tables import comparison_rows, format_table
+from helpers.evaluate.items import load_split
 from helpers.evaluate.scoring import choice_prompt, names_in, parse_choice, score_course, split_course_answer
 
 CHOICES = ["京菜", "徽菜", "新疆菜", "桂菜"]

@@ -5,7 +5,8 @@ import copy
 
 import pytest
 
-from helpers.data.xtuner_sample import IGNORE_INDEX, collapse_runs, masked_loss_demo, render_template, token_kinds
+from helpers.data.xtuner_sample import IGNORE_INDEX, collapse_runs, render_template
+from helpers.data.xtuner_labels import masked_loss_demo, token_kinds
 
 TEMPLATE = {"SYSTEM": "<S>{system}</S>", "INSTRUCTION": "<U>{input}</U><A>", "SUFFIX": "<E>"}
 
@@ -83,7 +84,8 @@ def test_dataset_does_not_change_the_shared_template(ds):
 
 
 def test_build_sample_matches_rendering_and_masks_all_but_the_answer(ds):
-    from helpers.data.xtuner_sample import build_sample, check_label_masking, label_spans, token_table
+    from helpers.data.xtuner_sample import build_sample
+    from helpers.data.xtuner_labels import check_label_masking, label_spans, token_table
     from helpers.settings import XTUNER_SYSTEM_PROMPT
 
     tok = ds.tokenizer
@@ -120,7 +122,8 @@ def test_build_sample_leaves_the_record_as_it_was(ds):
 
 
 def test_check_label_masking_reports_each_kind_of_damage(ds):
-    from helpers.data.xtuner_sample import build_sample, check_label_masking
+    from helpers.data.xtuner_sample import build_sample
+    from helpers.data.xtuner_labels import check_label_masking
 
     tok = ds.tokenizer
     good = build_sample(ds, 0)
@@ -147,7 +150,8 @@ def test_check_label_masking_reports_each_kind_of_damage(ds):
 
 def test_truncation_is_reported(llava, tiny_model_dir):
     pytest.importorskip("xtuner")
-    from helpers.data.xtuner_sample import build_sample, check_label_masking, load_xtuner_dataset
+    from helpers.data.xtuner_sample import build_sample, load_xtuner_dataset
+    from helpers.data.xtuner_labels import check_label_masking
 
     short = load_xtuner_dataset(llava[0], llava[1], model_path=tiny_model_dir, max_length=300)
     s = build_sample(short, 0)
@@ -190,7 +194,8 @@ def test_load_xtuner_dataset_missing_inputs(tiny_model_dir, tmp_path):
 def test_collated_batch_padding_mask_positions(ds):
     from xtuner.dataset.collate_fns import default_collate_fn
 
-    from helpers.data.xtuner_sample import build_sample, describe_batch, plot_token_map
+    from helpers.data.xtuner_sample import build_sample
+    from helpers.data.xtuner_labels import describe_batch, plot_token_map
 
     from helpers.tiling import tile_count
 

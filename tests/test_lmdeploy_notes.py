@@ -7,9 +7,11 @@ import struct
 
 import pytest
 
-from helpers.concepts.architecture import REFERENCE_CONFIGS, count_parameters
-from helpers.concepts.lmdeploy_engines import (FEATURES, FIELD_NOTES, TP_RULES, checkpoint_tensors,
-                                               classify_tensor, reference_tensors, tp_split)
+from helpers.reference_configs import REFERENCE_CONFIGS
+from helpers.concepts.architecture import count_parameters
+from helpers.concepts.lmdeploy_engines import FEATURES, FIELD_NOTES
+from helpers.concepts.tensor_parallel import (TP_RULES, checkpoint_tensors, classify_tensor, reference_tensors,
+                                              tp_split)
 from helpers.settings import get_settings
 
 TINY = get_settings().tiny_model_path

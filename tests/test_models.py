@@ -13,7 +13,8 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from helpers import models  # noqa: E402
+from helpers import tokenizer
+from helpers import models
 from helpers.prompts import build_query  # noqa: E402
 from helpers.settings import INTERNVL2_SYSTEM_PROMPT, XTUNER_SYSTEM_PROMPT  # noqa: E402
 
@@ -173,7 +174,7 @@ def test_tokenizer(tiny_model):
     assert ids[0] == tok.bos_token_id and ids.count(tok.bos_token_id) == 1
     assert tok.decode(ids, skip_special_tokens=True) == text
     assert tok(text, add_special_tokens=False).input_ids == ids[1:]
-    for special in models.ADDED_SPECIAL:
+    for special in tokenizer.ADDED_SPECIAL:
         tid = tok.convert_tokens_to_ids(special)
         assert tok(special, add_special_tokens=False).input_ids == [tid], special
     ctx = tok.convert_tokens_to_ids("<IMG_CONTEXT>")
@@ -510,7 +511,7 @@ def test_set_system_prompt(tiny_model_dir, tmp_path):
     with pytest.raises(FileNotFoundError):
         models.set_system_prompt(tmp_path / "nowhere", "x")
     # a tokenizer saved by transformers 5 keeps its template in chat_template.jinja, which wins
-    (dst / "chat_template.jinja").write_text(models.make_chat_template("old"), encoding="utf-8")
+    (dst / "chat_template.jinja").write_text(tokenizer.make_chat_template("old"), encoding="utf-8")
     models.set_system_prompt(dst, "新的系统提示")
     tok = transformers.AutoTokenizer.from_pretrained(str(dst), trust_remote_code=True)
     assert "新的系统提示" in tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False)

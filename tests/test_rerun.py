@@ -125,7 +125,7 @@ def _finished_run(settings, base: Path) -> Path:
 
 
 def test_a_new_launch_never_trains_into_a_finished_run(tmp_path, monkeypatch):
-    from helpers.train import finetune
+    from helpers.train import convert, finetune, train_run
 
     S = SimpleNamespace(runs_dir=tmp_path / "runs")
     first = _finished_run(S, tmp_path / "base")
@@ -141,7 +141,7 @@ def test_a_new_launch_never_trains_into_a_finished_run(tmp_path, monkeypatch):
     monkeypatch.setattr(finetune.subprocess, "Popen",
                         lambda *a, **k: pytest.fail("xtuner train was started in a finished run's work dir"))
     with pytest.raises(FileExistsError, match="resume=True.*overwrite=True"):
-        finetune.launch(first / "work.py", first / "work")
+        train_run.launch(first / "work.py", first / "work")
     assert _tree(first) == kept
 
     # the second run is stopped mid-training (checkpoints, no record): notebook 06 still gets the first
@@ -184,20 +184,20 @@ def test_converting_again_never_replaces_a_model_unasked(tmp_path, monkeypatch, 
     monkeypatch.setattr(finetune, "_xtuner_python", lambda xtuner: sys.executable)
     monkeypatch.setattr(finetune.subprocess, "run", _fake_convert_to_official(tiny_model_dir))
 
-    out = finetune.convert(config, checkpoint, merged)  # notebook 05, first run of its convert cell
+    out = convert.convert(config, checkpoint, merged)  # notebook 05, first run of its convert cell
     assert (out / "config.json").is_file() and (out / "conversion.json").is_file()
     assert json.loads((out / "conversion.json").read_text())["checkpoint"] == str(checkpoint.resolve())
     model = _tree(merged)
 
     # the cell run again, with another checkpoint: refused, the model untouched
     with pytest.raises(FileExistsError, match="overwrite=True"):
-        finetune.convert(config, run_dir / "work" / "iter_4.pth", merged)
+        convert.convert(config, run_dir / "work" / "iter_4.pth", merged)
     assert _tree(merged) == model
 
     # asked to overwrite, but the conversion fails halfway: the earlier model is still whole
     monkeypatch.setattr(finetune.subprocess, "run", _fake_convert_to_official(tiny_model_dir, fail=True))
     with pytest.raises(RuntimeError, match="convert_to_official failed"):
-        finetune.convert(config, run_dir / "work" / "iter_4.pth", merged, overwrite=True)
+        convert.convert(config, run_dir / "work" / "iter_4.pth", merged, overwrite=True)
     assert _tree(merged) == model
     assert sorted(p.name for p in run_dir.iterdir()) == ["merged", "run.json", "work", "work.py"]  # no leftovers
 
@@ -205,7 +205,7 @@ def test_converting_again_never_replaces_a_model_unasked(tmp_path, monkeypatch, 
     (run_dir / ".merged.converting").mkdir()
     (run_dir / ".merged.converting" / "model.safetensors").write_bytes(b"stale")
     monkeypatch.setattr(finetune.subprocess, "run", _fake_convert_to_official(tiny_model_dir))
-    finetune.convert(config, run_dir / "work" / "iter_4.pth", merged, overwrite=True)
+    convert.convert(config, run_dir / "work" / "iter_4.pth", merged, overwrite=True)
     assert json.loads((merged / "conversion.json").read_text())["checkpoint"].endswith("iter_4.pth")
     assert sorted(p.name for p in run_dir.iterdir()) == ["merged", "run.json", "work", "work.py"]
     assert runs.latest_run(S)["merged"] == str(merged)  # the run record still points at a loadable model

@@ -144,7 +144,7 @@ def test_default_limits_come_from_settings(files):
 
 
 def test_example_images_one_per_dish(tmp_path):
-    from helpers.serve.webui import example_images
+    from helpers.serve.engine_pool import example_images
 
     (tmp_path / "images").mkdir()
     records = []

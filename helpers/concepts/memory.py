@@ -14,7 +14,7 @@ Training (mixed precision as DeepSpeed runs it: bf16 weights and gradients, fp32
   layer inputs with activation checkpointing, plus the logits and the loss' fp32 copy).
 
 Serving: bf16 weights split over ``tp`` GPUs tensor by tensor as LMDeploy 0.18's PyTorch engine
-does (:data:`helpers.concepts.lmdeploy_engines.TP_RULES`: attention and MLP matrices of the LLM *and* of
+does (:data:`helpers.concepts.tensor_parallel.TP_RULES`: attention and MLP matrices of the LLM *and* of
 InternViT are split; embeddings, ``lm_head``, the projector ``mlp1`` and the norms sit whole on
 every GPU) and the KV cache, ``2 x layers x kv_heads x head_dim x 2 bytes`` per token, split over
 ``tp``. :func:`deepspeed_for` picks the ZeRO stage a fine-tune needs on given cards.
@@ -29,7 +29,8 @@ Example:
 """
 from __future__ import annotations
 
-from helpers.concepts.architecture import REFERENCE_CONFIGS, _as_dict, count_parameters
+from helpers.reference_configs import REFERENCE_CONFIGS
+from helpers.concepts.architecture import _as_dict, count_parameters
 
 # InternVL2-26B (OpenGVLab/InternVL2-26B config.json) has InternVL-Chat-V1-5's shapes:
 # InternViT-6B-448px-V1-5 + internlm2-chat-20b (vocabulary 92553).
@@ -221,7 +222,7 @@ def kv_cache_bytes_per_token(config, dtype_bytes: int = BF16, tp: int = 1) -> in
 def serving_weight_bytes(config, tp: int = 1, weight_bytes: float = BF16) -> float:
     """Weight bytes on one GPU of LMDeploy serving with ``tp`` GPUs.
 
-    Each tensor of the checkpoint is classified by :data:`helpers.concepts.lmdeploy_engines.TP_RULES`
+    Each tensor of the checkpoint is classified by :data:`helpers.concepts.tensor_parallel.TP_RULES`
     (what LMDeploy 0.18's PyTorch engine splits): split parts count ``1 / tp``, the rest whole.
 
     Args:
@@ -236,7 +237,7 @@ def serving_weight_bytes(config, tp: int = 1, weight_bytes: float = BF16) -> flo
         >>> round(serving_weight_bytes(MODELS["InternVL2-2B"], tp=1) / 1e9, 2)
         4.41
     """
-    from helpers.concepts.lmdeploy_engines import classify_tensor, reference_tensors
+    from helpers.concepts.tensor_parallel import classify_tensor, reference_tensors
 
     total = 0.0
     for name, (shape, _) in reference_tensors(_as_dict(config)).items():

@@ -13,7 +13,7 @@ DejaVu Sans lacks are taken from it.
   ipywidgets browser over all of them; :func:`as_jpeg` shows photo figures compactly.
 
 Example:
-    >>> from helpers.data.views import use_cjk_font
+    >>> from helpers.display import use_cjk_font
     >>> use_cjk_font() in (None, "WenQuanYi Micro Hei", "Noto Sans CJK SC", "Noto Sans CJK JP")
     True
 """
@@ -25,38 +25,9 @@ import textwrap
 from collections import Counter
 from pathlib import Path
 
-from helpers.display import figure
+from helpers.display import figure, use_cjk_font
 
-CJK_FONTS = ("WenQuanYi Micro Hei", "Noto Sans CJK SC", "Noto Sans CJK JP")  # first one installed wins
 SPLIT_COLOURS = {"train": "tab:blue", "val": "tab:orange"}
-
-
-def use_cjk_font() -> str | None:
-    """Let matplotlib draw Chinese: add the first installed CJK font behind the default one.
-
-    Sets ``font.family`` to ``["sans-serif", <CJK font>]``: matplotlib (>= 3.6) looks up each
-    glyph in the families in order, so Latin text keeps the default sans-serif font (DejaVu
-    Sans) and Chinese characters come from the CJK font. Safe to call often.
-
-    Returns:
-        The CJK font's family name, or None when none is installed (Chinese then shows as boxes).
-
-    Example:
-        >>> use_cjk_font() is None or use_cjk_font().startswith(("WenQuanYi", "Noto"))
-        True
-    """
-    import matplotlib
-    from matplotlib import font_manager
-
-    installed = {f.name for f in font_manager.fontManager.ttflist}
-    cjk = next((name for name in CJK_FONTS if name in installed), None)
-    if cjk is None:
-        return None
-    # Fallback runs over the *family* list (each entry resolved to one font), not over the
-    # generic family's font list: "sans-serif" alone never reaches the CJK font.
-    matplotlib.rcParams["font.family"] = ["sans-serif", cjk]
-    matplotlib.rcParams["axes.unicode_minus"] = False  # the CJK font has no U+2212 minus sign
-    return cjk
 
 
 def record_image_path(record: dict, image_root) -> Path:

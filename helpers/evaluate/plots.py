@@ -3,7 +3,7 @@
 Both functions take ``{label: EvalResult}`` (from :mod:`helpers.evaluate.evaluation`) and return a
 pyplot-free matplotlib Figure (see :mod:`helpers.display`). Answers and labels are Chinese:
 a CJK font is put behind the default one when the machine has one
-(:func:`helpers.data.views.use_cjk_font`); without one, dish and cuisine names of the
+(:func:`helpers.display.use_cjk_font`); without one, dish and cuisine names of the
 course catalogue are shown in English so the figure stays readable.
 
 Example:
@@ -23,7 +23,7 @@ QUESTION_TYPES = {"cuisine_type": "菜系题", "food_name": "菜名题"}  # shor
 def cjk_available() -> bool:
     """Whether matplotlib can draw Chinese here (installs the fallback font when it can)."""
     try:
-        from helpers.data.views import use_cjk_font
+        from helpers.display import use_cjk_font
     except ImportError:
         return False
     return use_cjk_font() is not None

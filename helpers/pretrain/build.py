@@ -125,15 +125,15 @@ def read_manifest(model_dir) -> dict | None:
 
 
 def _run_xtuner_stage(name, config, work_dir, out_dir, progress):
-    from helpers.train import finetune
+    from helpers.train import convert, logs, train_run
 
     started = time.time()
-    run = finetune.launch(config, work_dir, overwrite=True)
+    run = train_run.launch(config, work_dir, overwrite=True)
     run.wait(progress=progress)
     result = run.result()  # raises TrainingFailed with the log's traceback
     trained = time.time()
-    finetune.convert(config, result.checkpoint, out_dir, overwrite=True)
-    rows = finetune.read_log(work_dir)
+    convert.convert(config, result.checkpoint, out_dir, overwrite=True)
+    rows = logs.read_log(work_dir)
     print(f"{name}: {result.max_iters} iterations, final loss {result.final_loss}, "
           f"train {trained - started:.0f} s + convert {time.time() - trained:.0f} s", flush=True)
     return dict(iterations=result.max_iters, final_loss=result.final_loss,

@@ -41,7 +41,7 @@ def unopenable_records(config, decode: bool = True, limit: int | None = None) ->
     :func:`helpers.data.checks.check_llava` does.
 
     Args:
-        config: an XTuner config from :func:`helpers.train.finetune.write_config`.
+        config: an XTuner config from :func:`helpers.train.config.write_config`.
         decode: check image contents too (else: path form and existence only; fast).
         limit: stop after this many records (None: all).
 

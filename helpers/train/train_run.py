@@ -63,7 +63,7 @@ def launch(config, work_dir, *, gpus: int = 1, deepspeed: str | None = None,
         >>> run.wait()                                  # doctest: +SKIP
         0
     """
-    from helpers.train import finetune as ft# its launch helpers (tests replace them there)
+    from helpers.train import finetune as ft
 
     config, work_dir = Path(config).resolve(), Path(work_dir).resolve()
     if not config.is_file():
