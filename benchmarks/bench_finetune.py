@@ -4,7 +4,7 @@ Every recipe trains the same InternVL2-2B-shaped random checkpoint (``make_2b_ch
 on the same synthetic LLaVA set: FoodieQA-like phone photos (4032x3024, 3024x4032, 16:9, 1:1,
 3:2 ... -> 7-13 tiles of 448 px) with one question and a fixed-length answer each. Each recipe
 is ``xtuner train CONFIG --deepspeed deepspeed_zero2`` (helpers.train.train_run.launch) on a config
-from helpers.train.finetune / helpers.train.config (full profile: the upstream LoRA recipe,
+from helpers.train.finetune / helpers.train.xtuner_config (full profile: the upstream LoRA recipe,
 r 128, batch 4 x accumulation 2, max_length 8192), limited to ``--iters`` iterations with no
 checkpoints; the recipes differ only by the overrides appended to the config:
 
@@ -175,7 +175,7 @@ def write_recipe_config(name: str, r: dict, S, model_path: Path, train_json: Pat
     Returns:
         (config path, work dir).
     """
-    from helpers.train.config import Recipe, write_config
+    from helpers.train.xtuner_config import Recipe, write_config
 
     recipe = Recipe.from_settings(S, n_train=len(json.loads(train_json.read_text(encoding="utf-8"))))
     recipe = dataclasses.replace(recipe, log_interval=1, save_steps=iters * 100)

@@ -378,7 +378,7 @@ def part_2b(st: dict, rec: _Record):
     """1 GPU vs N GPUs, DeepSpeed ZeRO-2, upstream recipe, 2B-shaped checkpoint."""
     from benchmarks.bench_finetune import RECIPES, check_config, sample_shape, write_recipe_config
     from benchmarks.common import environment
-    from helpers.train.config import split_batch
+    from helpers.train.xtuner_config import split_batch
     from helpers.concepts.memory import training_memory
     from helpers.settings import get_settings
 
@@ -558,11 +558,11 @@ def part_tiny(st: dict, rec: _Record):
 
     from benchmarks.common import environment
     from helpers.train.convert import convert, sizes
-    from helpers.train.config import split_batch, write_config
+    from helpers.train.xtuner_config import split_batch, write_config
     from helpers.models import load_model
     from helpers.settings import get_settings
     from helpers.tiling import load_image, to_pixel_values
-    from helpers.train.config import Recipe
+    from helpers.train.xtuner_config import Recipe
 
     n, work = st["gpus"], Path(st["work"]) / "tiny"
     S = get_settings("tiny", max_epochs=1, dataloader_num_workers=2)

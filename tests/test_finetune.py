@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.train import checkpoints, config, convert, finetune, logs, train_run
+from helpers.train import checkpoints, xtuner_config, convert, finetune, logs, train_run
 from helpers.settings import XTUNER_SYSTEM_PROMPT, get_settings
 
 N_TRAIN = 12  # samples; with batch 2 and 2 epochs: 12 iterations
@@ -49,7 +49,7 @@ def _train_json(tmp_path, n):
 
 def test_render_config_has_recipe_values(tmp_path):
     S = course_settings()
-    text = config.render_config(S, tmp_path / "model", _train_json(tmp_path, 300),
+    text = xtuner_config.render_config(S, tmp_path / "model", _train_json(tmp_path, 300),
                                   tmp_path, tmp_path / "run")
     compile(text, "config.py", "exec")  # valid Python
     for expected in ("lora_r = 128", "lora_alpha = 256", "lora_dropout = 0.05", "batch_size = 4",
@@ -73,14 +73,14 @@ def test_render_config_has_recipe_values(tmp_path):
 
 def test_tiny_profile_overrides_are_explained(tmp_path):
     S = get_settings("tiny", max_epochs=2, accumulative_counts=2)
-    text = config.render_config(S, tmp_path / "model", _train_json(tmp_path, 20),
+    text = xtuner_config.render_config(S, tmp_path / "model", _train_json(tmp_path, 20),
                                   tmp_path, tmp_path / "run")
     assert "type=OptimWrapper" in text and "type=AmpOptimWrapper" not in text
     assert "AmpOptimWrapper asserts a CUDA device" in text
     assert "optim_wrapper = 'plain' (course recipe: 'amp')" in text
     assert "max_epochs = 2 (course recipe: 10)" in text
     # 20 samples -> 6 iterations a epoch, 12 in all: 3 % would be 0 warm-up iterations.
-    recipe = config.Recipe.from_settings(S, n_train=20)
+    recipe = xtuner_config.Recipe.from_settings(S, n_train=20)
     assert recipe.max_iters == 12
     assert int(recipe.warmup_ratio * recipe.max_iters) >= 2
     assert f"warmup_ratio = {recipe.warmup_ratio}" in text
@@ -91,40 +91,40 @@ def test_render_config_parses_with_mmengine(tmp_path):
     pytest.importorskip("xtuner")
     from mmengine.config import Config
 
-    path = config.write_config(course_settings(), tmp_path / "model",
+    path = xtuner_config.write_config(course_settings(), tmp_path / "model",
                                  _train_json(tmp_path, 100), tmp_path, tmp_path / "run")
     assert path == tmp_path / "run.py"
     cfg = Config.fromfile(str(path))
     assert cfg.model.type.__name__ == "CourseInternVL"
     assert cfg.model.llm_lora.r == 128 and cfg.optim_wrapper.accumulative_counts == 2
     assert cfg.train_dataloader.sampler.per_device_batch_size == 8
-    assert config.config_values(path)["lr"] == 3e-5
+    assert xtuner_config.config_values(path)["lr"] == 3e-5
 
 
 def test_bad_training_file_is_named(tmp_path):
     bad = tmp_path / "train.json"
     bad.write_text("{not json")
     with pytest.raises(ValueError, match="train.json"):
-        config.render_config(course_settings(), tmp_path, bad, tmp_path, tmp_path / "run")
+        xtuner_config.render_config(course_settings(), tmp_path, bad, tmp_path, tmp_path / "run")
     with pytest.raises(FileNotFoundError, match="missing.json"):
-        config.render_config(course_settings(), tmp_path, tmp_path / "missing.json",
+        xtuner_config.render_config(course_settings(), tmp_path, tmp_path / "missing.json",
                                tmp_path, tmp_path / "run")
 
 
 def test_split_batch_keeps_global_batch():
     for world in (1, 2, 4, 8):
-        b, a = config.split_batch(4, 2, world)
+        b, a = xtuner_config.split_batch(4, 2, world)
         assert b * a * world == 8 and b <= 4
     with pytest.raises(ValueError, match="3 GPUs"):
-        config.split_batch(4, 2, 3)
+        xtuner_config.split_batch(4, 2, 3)
 
 
 def test_distributed_options_keep_batch_and_warmup(tmp_path):
     S = get_settings("tiny", batch_size=2, accumulative_counts=2, max_epochs=2)
-    config = config.write_config(S, tmp_path / "model", _train_json(tmp_path, 12), tmp_path,
+    config = xtuner_config.write_config(S, tmp_path / "model", _train_json(tmp_path, 12), tmp_path,
                                    tmp_path / "run")
-    values = config.config_values(config)
-    assert values["warmup_ratio"] == config.safe_warmup_ratio(0.03, 12)  # 12 iterations on 1 GPU
+    values = xtuner_config.config_values(config)
+    assert values["warmup_ratio"] == xtuner_config.safe_warmup_ratio(0.03, 12)  # 12 iterations on 1 GPU
     options = dict(o.split("=") for o in finetune.distributed_options(config, 2))
     assert options["train_dataloader.batch_size"] == "2"
     assert options["optim_wrapper.accumulative_counts"] == "1"
@@ -138,7 +138,7 @@ def test_distributed_options_keep_batch_and_warmup(tmp_path):
 
 def test_launch_command_for_one_node_and_a_cluster(tmp_path):
     S = get_settings("tiny", batch_size=4, accumulative_counts=2, max_epochs=2)
-    config = config.write_config(S, tmp_path / "model", _train_json(tmp_path, 128), tmp_path, tmp_path / "run")
+    config = xtuner_config.write_config(S, tmp_path / "model", _train_json(tmp_path, 128), tmp_path, tmp_path / "run")
     one = finetune.launch_command(config, gpus=1, deepspeed="deepspeed_zero2")
     assert one == f"xtuner train {config} --deepspeed deepspeed_zero2"  # no torchrun variables for one GPU
     words = finetune.launch_command(config, tmp_path / "run", gpus=4, deepspeed="deepspeed_zero3", nnodes=2,
@@ -259,8 +259,8 @@ def test_speed_recipes_keep_the_maths_and_match_the_benchmark(tmp_path, monkeypa
     assert set(SPEED_RECIPES) == {"course", "recommended", "lean"}
     # the rendered config carries the knobs and says why they differ from the course recipe
     S = speed_settings(course, "recommended")
-    recipe = config.Recipe.from_settings(S, n_train=100, name="recommended", reasons=speed_reasons())
-    text = config.render_config(S, tmp_path / "model", _train_json(tmp_path, 100), tmp_path, tmp_path / "run",
+    recipe = xtuner_config.Recipe.from_settings(S, n_train=100, name="recommended", reasons=speed_reasons())
+    text = xtuner_config.render_config(S, tmp_path / "model", _train_json(tmp_path, 100), tmp_path, tmp_path / "run",
                                   recipe=recipe)
     assert "recipe 'recommended'" in text and "\nllm_activation_checkpointing = False" in text
     assert "\nactivation_checkpointing =" not in text  # mmengine's Runner would read it as a module list
@@ -382,7 +382,7 @@ def tiny(tmp_path_factory):
 
 
 def _config(tiny, name, settings=None, train=None):
-    return config.write_config(settings or tiny["settings"], tiny["model"],
+    return xtuner_config.write_config(settings or tiny["settings"], tiny["model"],
                                  train or tiny["train"], tiny["images"], tiny["root"] / name)
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 HELPERS = Path(__file__).resolve().parent.parent / "helpers"
 WINGS = ("concepts", "data", "pretrain", "train", "serve", "evaluate")
 MAX_MODULE_LINES = 400
-MAX_FUNCTION_LINES = 80
+MAX_FUNCTION_LINES = 80  # lines of code, the docstring not counted
 
 
 def _modules() -> dict:
@@ -84,7 +84,8 @@ def test_functions_stay_short():
     for name, path in _modules().items():
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                n = node.end_lineno - node.lineno + 1
+                body = node.body[1:] if ast.get_docstring(node) is not None and len(node.body) > 1 else node.body
+                n = node.end_lineno - body[0].lineno + 1  # the code: signature and docstring not counted
                 if n > MAX_FUNCTION_LINES:
                     long.append(f"{name}.{node.name}: {n} lines")
     assert not long, f"functions over {MAX_FUNCTION_LINES} lines:\n" + "\n".join(long)

@@ -228,7 +228,7 @@ def test_xtuner_builds_samples_from_the_replica(replica_dir, tmp_path):
 @pytest.mark.slow
 def test_finetune_and_convert_from_the_replica(replica_dir, tmp_path):
     pytest.importorskip("xtuner")
-    from helpers.train import config, convert, train_run
+    from helpers.train import xtuner_config, convert, train_run
     from helpers.models import load_model
     from helpers.settings import get_settings
 
@@ -240,7 +240,7 @@ def test_finetune_and_convert_from_the_replica(replica_dir, tmp_path):
     (tmp_path / "train.json").write_text(json.dumps(records, ensure_ascii=False))
     settings = get_settings("tiny", batch_size=1, accumulative_counts=1, max_epochs=1, max_dynamic_patch=1,
                             lr=1e-3, save_steps=6, log_interval=1, dataloader_num_workers=0)
-    config = config.write_config(settings, replica_dir, tmp_path / "train.json", tmp_path, tmp_path / "run")
+    config = xtuner_config.write_config(settings, replica_dir, tmp_path / "train.json", tmp_path, tmp_path / "run")
     result = train_run.launch(config, tmp_path / "run").result()
     assert result.max_iters == 6 and result.checkpoint.name == "iter_6.pth"
     out = convert.convert(config, result.checkpoint, tmp_path / "merged")

@@ -125,7 +125,7 @@ def _finished_run(settings, base: Path) -> Path:
 
 
 def test_a_new_launch_never_trains_into_a_finished_run(tmp_path, monkeypatch):
-    from helpers.train import convert, finetune, train_run
+    from helpers.train import finetune, train_run
 
     S = SimpleNamespace(runs_dir=tmp_path / "runs")
     first = _finished_run(S, tmp_path / "base")
@@ -174,7 +174,7 @@ def _fake_convert_to_official(model_dir: Path, fail: bool = False):
 
 
 def test_converting_again_never_replaces_a_model_unasked(tmp_path, monkeypatch, tiny_model_dir):
-    from helpers.train import finetune
+    from helpers.train import convert, finetune
 
     S = SimpleNamespace(runs_dir=tmp_path / "runs")
     run_dir = _finished_run(S, tiny_model_dir)

@@ -83,7 +83,7 @@ def test_chat_text_format():
 
 
 def test_stage_config_values(tmp_path):
-    from helpers.train.config import config_values
+    from helpers.train.xtuner_config import config_values
 
     cfg = stage_config.write_stage_config(tmp_path / "s1.py", "t", "/m", "/d.json", "/imgs", tmp_path / "w",
                                 freeze_llm=True, freeze_vit=False, n_samples=40, batch_size=8, max_epochs=2, lr=1e-3)

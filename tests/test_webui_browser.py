@@ -170,7 +170,8 @@ def test_upload_and_two_turns_in_chromium(browser, engine, tmp_path):
 
 
 def test_second_tab_sees_it_is_queued(browser, engine, tmp_path):
-    from helpers.serve.webui import QUEUED, build_app
+    from helpers.serve.handlers import QUEUED
+    from helpers.serve.webui import build_app
 
     gate, started = threading.Event(), threading.Event()
 

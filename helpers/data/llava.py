@@ -80,6 +80,35 @@ def _count_tokens(tokenizer, text: str, special: bool) -> int:
     return len(tokenizer.encode(text, add_special_tokens=special))
 
 
+def _resolve_images(records: list, image_root) -> dict:
+    """``{image field: path}`` of every record's first image (an absolute path is a baked upright copy)."""
+    root, resolved = Path(image_root), {}
+    for rec in records:
+        img = rec.get("image")
+        img = img[0] if isinstance(img, list) else img
+        if isinstance(img, str) and img not in resolved:
+            resolved[img] = Path(img) if os.path.isabs(img) else root / img
+    return resolved
+
+
+def _column(rows: list, key: str) -> list:
+    return [r[key] for r in rows if r[key] is not None]
+
+
+def _text_tokens(tokenizer, turns: list, system: str) -> int:
+    """Text tokens of a sample as XTuner's InternVL dataset builds it (system once, each turn in its template)."""
+    text, first = 0, True
+    for t in turns:
+        value = t.get("value", "")
+        if t.get("from") == "human":
+            prompt = XTUNER_INSTRUCTION.format(input=value.replace(IMAGE_TOKEN, "").strip())
+            text += _count_tokens(tokenizer, (system if first else "") + prompt, first)
+            first = False
+        else:
+            text += _count_tokens(tokenizer, value.strip() + XTUNER_SUFFIX, False)
+    return text
+
+
 def dataset_stats(records: list, image_root, tokenizer=None, settings=None, workers: int | None = 1) -> dict:
     """Tables for notebook 04: who is in the set, how big the images are, how long the samples are.
 
@@ -107,13 +136,7 @@ def dataset_stats(records: list, image_root, tokenizer=None, settings=None, work
 
     S = settings or get_settings()
     tile_count, image_tokens = _tiling()
-    root = Path(image_root)
-    resolved = {}
-    for rec in records:
-        img = rec.get("image")
-        img = img[0] if isinstance(img, list) else img
-        if isinstance(img, str) and img not in resolved:
-            resolved[img] = Path(img) if os.path.isabs(img) else root / img  # absolute: baked upright copy
+    resolved = _resolve_images(records, image_root)
     infos = inspect_images([p for p in resolved.values() if p is not None], ImageLimits(), workers)
     tiling = dict(min_num=S.min_dynamic_patch, max_num=S.max_dynamic_patch, image_size=S.image_size,
                   use_thumbnail=S.use_thumbnail)
@@ -136,33 +159,22 @@ def dataset_stats(records: list, image_root, tokenizer=None, settings=None, work
         meta = rec.get("meta") or {}
         dish = meta.get("food_name") or split_answer(answer)[1] or "?"
         cuisine = meta.get("cuisine") or "?"
-        for row, key in ((dish_rows[dish], img), (cuisine_rows[cuisine], img)):
+        for row in (dish_rows[dish], cuisine_rows[cuisine]):
             row["samples"] += 1
-            row["images"].add(key)
+            row["images"].add(img)
         dish_rows[dish]["cuisine"] = cuisine
         qtypes[meta.get("question_type") or "?"] += 1
         row = {"id": rec.get("id"), "image": img, "answer_chars": len(answer), "answer_tokens": None,
                "text_tokens": None, "image_tokens": images.get(img, {}).get("image_tokens"), "seq_tokens": None}
         if tokenizer is not None:
             row["answer_tokens"] = _count_tokens(tokenizer, answer, False)
-            text, first = 0, True
-            for t in turns:
-                value = t.get("value", "")
-                if t.get("from") == "human":
-                    prompt = XTUNER_INSTRUCTION.format(input=value.replace(IMAGE_TOKEN, "").strip())
-                    text += _count_tokens(tokenizer, (system if first else "") + prompt, first)
-                    first = False
-                else:
-                    text += _count_tokens(tokenizer, value.strip() + XTUNER_SUFFIX, False)
-            row["text_tokens"] = text
+            row["text_tokens"] = text = _text_tokens(tokenizer, turns, system)
             if row["image_tokens"] is not None:
                 row["seq_tokens"] = text + markers + row["image_tokens"]
         samples.append(row)
 
-    def col(rows, key):
-        return [r[key] for r in rows if r[key] is not None]
-
     img_rows = list(images.values())
+    col = _column
     return {
         "n_samples": len(records), "n_images": len(img_rows), "max_length": S.max_length,
         "per_cuisine": sorted(({"cuisine": c, "samples": r["samples"], "images": len(r["images"])}

@@ -141,6 +141,30 @@ def _run_xtuner_stage(name, config, work_dir, out_dir, progress):
                 train_s=round(trained - started, 1), convert_s=round(time.time() - trained, 1))
 
 
+def _xtuner_stages(recipe, data, work, stage0_dir, out, progress, losses: dict, seconds: dict) -> dict:
+    """Stages 1 and 2 with ``xtuner train``; fills ``losses`` and ``seconds``, returns each stage's record."""
+    stages = {}
+    # A ViT learning rate of 0 means frozen: XTuner then skips its gradients altogether.
+    freeze_vit = recipe.vit_lr_mult == 0
+    what = "MLP learns (InternViT kept from stage 0b)" if freeze_vit else "InternViT + MLP learn"
+    plan = [("stage1", f"stage 1 - {what}, LLM frozen, on captions", stage0_dir,
+             data["stage1"], True, recipe.stage1_epochs, recipe.stage1_lr, work / "stage1-model"),
+            ("stage2", "stage 2 - MLP + LLM learn, on instructions" if freeze_vit
+             else "stage 2 - the whole model learns, on instructions", work / "stage1-model",
+             data["stage2"], False, recipe.stage2_epochs, recipe.stage2_lr, out)]
+    for name, title, start, data_json, freeze_llm, epochs, lr, model_out in plan:
+        t = time.time()
+        n_samples = len(json.loads(Path(data_json).read_text(encoding="utf-8")))
+        config = write_stage_config(work / f"{name}.py", title, start, data_json, data["root"], work / name,
+                                    freeze_llm=freeze_llm, freeze_vit=freeze_vit, n_samples=n_samples,
+                                    batch_size=recipe.batch_size, max_epochs=epochs, lr=lr,
+                                    vit_lr_mult=recipe.vit_lr_mult, seed=recipe.seed)
+        stages[name] = _run_xtuner_stage(name, config, work / name, model_out, progress)
+        losses[name] = stages[name].pop("loss")
+        seconds[name] = round(time.time() - t, 1)
+    return stages
+
+
 def build_base(settings: Settings, force: bool = False, progress: bool = True) -> dict:
     """Run stages 0-2 on the tiny model into ``settings.tiny_base_model_path`` (cached).
 
@@ -202,25 +226,7 @@ def build_base(settings: Settings, force: bool = False, progress: bool = True) -
                                       food_batch=recipe.vision_food_batch, log_every=100)
     seconds["stage0b"] = round(time.time() - t, 1)
 
-    stages = {}
-    # A ViT learning rate of 0 means frozen: XTuner then skips its gradients altogether.
-    freeze_vit = recipe.vit_lr_mult == 0
-    what = "MLP learns (InternViT kept from stage 0b)" if freeze_vit else "InternViT + MLP learn"
-    plan = [("stage1", f"stage 1 - {what}, LLM frozen, on captions", stage0_dir,
-             data["stage1"], True, recipe.stage1_epochs, recipe.stage1_lr, work / "stage1-model"),
-            ("stage2", "stage 2 - MLP + LLM learn, on instructions" if freeze_vit
-             else "stage 2 - the whole model learns, on instructions", work / "stage1-model",
-             data["stage2"], False, recipe.stage2_epochs, recipe.stage2_lr, out)]
-    for name, title, start, data_json, freeze_llm, epochs, lr, model_out in plan:
-        t = time.time()
-        n_samples = len(json.loads(Path(data_json).read_text(encoding="utf-8")))
-        config = write_stage_config(work / f"{name}.py", title, start, data_json, data["root"], work / name,
-                                    freeze_llm=freeze_llm, freeze_vit=freeze_vit, n_samples=n_samples,
-                                    batch_size=recipe.batch_size, max_epochs=epochs, lr=lr,
-                                    vit_lr_mult=recipe.vit_lr_mult, seed=recipe.seed)
-        stages[name] = _run_xtuner_stage(name, config, work / name, model_out, progress)
-        losses[name] = stages[name].pop("loss")
-        seconds[name] = round(time.time() - t, 1)
+    stages = _xtuner_stages(recipe, data, work, stage0_dir, out, progress, losses, seconds)
     # The base answers in the format and with the system prompt it was trained with.
     set_system_prompt(out, XTUNER_SYSTEM_PROMPT)
     seconds["total"] = round(time.time() - t0, 1)

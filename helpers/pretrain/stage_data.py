@@ -69,6 +69,22 @@ def _draw_food_file(job) -> str:
     return d.key
 
 
+def _draw_food_pool(out: Path, seed: int, n: int, food_size: int) -> list:
+    """Stage 0b's pool: ``n`` small photos (cheap to draw, seen at 224 px); photo i shows DISHES[i % 16]."""
+    if n:
+        (out / "food").mkdir(exist_ok=True)
+    jobs = [(i, seed, food_size, str(out / f"food/{i:05d}.jpg")) for i in range(n)]
+    if len(jobs) >= 64 and (os.cpu_count() or 1) > 1:
+        import multiprocessing
+
+        # drawing is pure Python + PIL: one process per core (same bytes as drawing them in order)
+        with multiprocessing.get_context("spawn").Pool(min(4, os.cpu_count() or 1)) as pool:
+            keys = pool.map(_draw_food_file, jobs, chunksize=64)
+    else:
+        keys = [_draw_food_file(job) for job in jobs]
+    return [dict(image=f"food/{i:05d}.jpg", dish=key) for i, key in enumerate(keys)]
+
+
 def make_shapes_dataset(out_dir, n_images: int = 240, n_heldout: int = 40, seed: int = 0,
                         size: int = 448, food_per_dish: int = 0, food_captioned_per_dish: int = 0,
                         food_size: int = 224) -> dict:
@@ -117,21 +133,9 @@ def make_shapes_dataset(out_dir, n_images: int = 240, n_heldout: int = 40, seed:
         for k, (q, a) in enumerate(instructions(scene, rng)):
             stage2.append(dict(id=f"ins-{i}-{k}", image=name, image_wh=[size, size], conversations=[
                 {"from": "human", "value": "<image>\n" + q}, {"from": "gpt", "value": a}]))
-    foods, heldout_food = [], []
+    heldout_food = []
     n_dishes = len(DISHES)
-    if food_per_dish:
-        (out / "food").mkdir(exist_ok=True)
-    # Stage 0b's pool: many small photos (cheap to draw, seen at 224 px); photo i shows DISHES[i % 16].
-    jobs = [(i, seed, food_size, str(out / f"food/{i:05d}.jpg")) for i in range(food_per_dish * n_dishes)]
-    if len(jobs) >= 64 and (os.cpu_count() or 1) > 1:
-        import multiprocessing
-
-        # drawing is pure Python + PIL: one process per core (same bytes as drawing them in order)
-        with multiprocessing.get_context("spawn").Pool(min(4, os.cpu_count() or 1)) as pool:
-            keys = pool.map(_draw_food_file, jobs, chunksize=64)
-    else:
-        keys = [_draw_food_file(job) for job in jobs]
-    foods = [dict(image=f"food/{i:05d}.jpg", dish=key) for i, key in enumerate(keys)]
+    foods = _draw_food_pool(out, seed, food_per_dish * n_dishes, food_size)
     # Stages 1-2 and the check: full-size photos, drawn after the pool (other seeds).
     first = food_per_dish * n_dishes
     for i in range(first, first + (food_captioned_per_dish + 1) * n_dishes if food_per_dish else first):

@@ -5,7 +5,58 @@ import math
 import random
 from pathlib import Path
 
+from helpers.env import need
 from helpers.pretrain.scenes import BACKGROUNDS, COLOURS, COUNTS, POSITIONS, SHAPES
+
+
+def warmup_cosine(step: int, steps: int) -> float:
+    """The warm-ups' learning-rate factor: linear warm-up over 10 % of the steps (at least 2), then cosine to 0."""
+    warm = max(2, steps // 10)
+    return min((step + 1) / warm, 0.5 * (1 + math.cos(math.pi * min(1.0, max(0, step - warm) / max(1, steps - warm)))))
+
+
+def _uint8_image(path, side=None):
+    """An image as a ``(3, H, W)`` uint8 tensor, resized (bicubic) to ``side`` x ``side`` when given."""
+    import numpy as np
+    import torch
+    from helpers.tiling import load_image
+
+    img = load_image(path)
+    if side:
+        img = img.resize((side, side), 3)  # 3: bicubic
+    return torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1)
+
+
+def _stacked(records: list, data_root, size: int, labels: dict):
+    """``(uint8 images (N, 3, size, size), {name: class indices})`` of records (``labels``: name -> (field, values))."""
+    import torch
+
+    pixels = torch.stack([_uint8_image(Path(data_root) / rec["image"], size) for rec in records])
+    return pixels, {name: torch.tensor([values.index(rec[field]) for rec in records])
+                    for name, (field, values) in labels.items()}
+
+
+def _vision_loss(heads, scene_tokens, targets: dict, food_tokens=None, food_targets=None):
+    """Mean of the attribute heads' losses on every patch token (and the food head's on the mean token)."""
+    import torch
+
+    n_patch = scene_tokens.shape[1]
+    parts = {a: torch.nn.functional.cross_entropy(heads[a](scene_tokens).flatten(0, 1), t.repeat_interleave(n_patch))
+             for a, t in targets.items()}
+    if food_tokens is not None:
+        parts["food"] = torch.nn.functional.cross_entropy(heads["food"](food_tokens.mean(1)), food_targets)
+    return sum(parts.values()) / len(parts)
+
+
+def _batch_accuracy(heads, scene_tokens, targets: dict, food_tokens=None, food_targets=None) -> dict:
+    """Batch accuracy per attribute head (mean over patch tokens), and of the food head when given."""
+    import torch
+
+    with torch.no_grad():
+        acc = {a: float((heads[a](scene_tokens).mean(1).argmax(-1) == t).float().mean()) for a, t in targets.items()}
+        if food_tokens is not None:
+            acc["food"] = float((heads["food"](food_tokens.mean(1)).argmax(-1) == food_targets).float().mean())
+    return acc
 
 
 def language_warmup(model_dir, out_dir, texts, steps: int = 60, batch_size: int = 16, lr: float = 3e-3,
@@ -38,9 +89,7 @@ def language_warmup(model_dir, out_dir, texts, steps: int = 60, batch_size: int 
     model.mlp1.requires_grad_(False)
     encoded = [tok(t).input_ids for t in texts]  # BOS added by the tokenizer, as in XTuner's data
     opt = torch.optim.AdamW([p for p in llm.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
-    warm = max(2, steps // 10)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / warm, 0.5 * (1 + math.cos(
-        math.pi * min(1.0, max(0, s - warm) / max(1, steps - warm))))))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, steps))
     rng = random.Random(seed)
     losses = []
     for step in range(1, steps + 1):
@@ -112,14 +161,10 @@ def vision_warmup(model_dir, out_dir, data_root, scenes, steps: int = 120, batch
     Returns:
         ``[(step, loss), ...]``.
     """
-    try:
-        import numpy as np
-        import torch
-    except ImportError as exc:
-        raise ImportError("stage 0b needs torch; install requirements-xtuner.txt") from exc
+    torch = need("torch", "stage 0b")
     from helpers.foods import DISHES
     from helpers.models import load_model
-    from helpers.tiling import IMAGENET_MEAN, IMAGENET_STD, load_image
+    from helpers.tiling import IMAGENET_MEAN, IMAGENET_STD
 
     if not scenes:
         raise ValueError("vision_warmup needs at least one scene")
@@ -133,26 +178,17 @@ def vision_warmup(model_dir, out_dir, data_root, scenes, steps: int = 120, batch
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
 
-    def as_uint8(path, side=None):
-        img = load_image(Path(data_root) / path)
-        if side:
-            img = img.resize((side, side), 3)  # 3: bicubic
-        return torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1)
-
-    pixels = torch.stack([as_uint8(rec["image"], size) for rec in scenes])
-    targets = {a: torch.tensor([v.index(rec[a]) for rec in scenes]) for a, v in values.items()}
     keys = [d.key for d in DISHES]
+    pixels, targets = _stacked(scenes, data_root, size, {a: (a, v) for a, v in values.items()})
     # Whole photos squashed to a square, as a one-tile model sees a phone photo.
-    food_pixels = torch.stack([as_uint8(rec["image"], size) for rec in foods]) if foods else None
-    food_targets = torch.tensor([keys.index(rec["dish"]) for rec in foods]) if foods else None
+    food_pixels, food_targets = _stacked(foods, data_root, size, {"dish": ("dish", keys)}) if foods else (None, {})
+    food_targets = food_targets.get("dish")
     width = model.config.vision_config.hidden_size
     heads = torch.nn.ModuleDict({a: torch.nn.Linear(width, len(v)) for a, v in values.items()})
     heads["food"] = torch.nn.Linear(width, len(keys))
     params = list(vit.parameters()) + list(heads.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    warm = max(2, steps // 10)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / warm, 0.5 * (1 + math.cos(
-        math.pi * min(1.0, max(0, s - warm) / max(1, steps - warm))))))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, steps))
     gen = torch.Generator().manual_seed(seed)
 
     def norm(x):
@@ -161,18 +197,12 @@ def vision_warmup(model_dir, out_dir, data_root, scenes, steps: int = 120, batch
     losses = []
     for step in range(1, steps + 1):
         idx = torch.randint(0, len(scenes), (batch_size - n_food,), generator=gen)
-        batch = [norm(pixels[idx])]
-        if n_food:
-            fidx = torch.randint(0, len(foods), (n_food,), generator=gen)
-            batch.append(norm(food_pixels[fidx]))
+        fidx = torch.randint(0, len(foods), (n_food,), generator=gen) if n_food else None
+        batch = [norm(pixels[idx])] + ([norm(food_pixels[fidx])] if n_food else [])
         tokens = vit(pixel_values=torch.cat(batch)).last_hidden_state[:, 1:]  # every patch token, no class token
         scene_tokens, food_tokens = tokens[:len(idx)], tokens[len(idx):]
-        n_patch = tokens.shape[1]
-        parts = {a: torch.nn.functional.cross_entropy(heads[a](scene_tokens).flatten(0, 1),
-                                                      targets[a][idx].repeat_interleave(n_patch)) for a in values}
-        if n_food:
-            parts["food"] = torch.nn.functional.cross_entropy(heads["food"](food_tokens.mean(1)), food_targets[fidx])
-        loss = sum(parts.values()) / len(parts)
+        loss = _vision_loss(heads, scene_tokens, {a: targets[a][idx] for a in values},
+                            food_tokens if n_food else None, food_targets[fidx] if n_food else None)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
@@ -180,12 +210,8 @@ def vision_warmup(model_dir, out_dir, data_root, scenes, steps: int = 120, batch
         opt.zero_grad(set_to_none=True)
         losses.append((step, round(float(loss.detach()), 4)))
         if log_every and (step % log_every == 0 or step == 1):
-            with torch.no_grad():
-                acc = {a: float((heads[a](scene_tokens).mean(1).argmax(-1) == targets[a][idx]).float().mean())
-                       for a in values}
-                if n_food:
-                    acc["food"] = float((heads["food"](food_tokens.mean(1)).argmax(-1)
-                                         == food_targets[fidx]).float().mean())
+            acc = _batch_accuracy(heads, scene_tokens, {a: targets[a][idx] for a in values},
+                                  food_tokens if n_food else None, food_targets[fidx] if n_food else None)
             print(f"stage 0b step {step:>3}/{steps}  loss {float(loss.detach()):.3f}  batch accuracy "
                   + " ".join(f"{a} {v:.2f}" for a, v in acc.items()), flush=True)
     _save_checkpoint(model, tok, model_dir, out_dir)

@@ -25,26 +25,11 @@ import logging
 import os
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 from helpers.settings import get_settings
-from helpers.serve.uploads import UploadError, bound_history, discard_upload, load_upload, message_problem
 from helpers.serve.engine_pool import EnginePool, _label, example_images
-
-
-log = logging.getLogger("helpers.serve.webui")
-
-
-QUEUED = "⏳ 已提交，正在排队等待模型空闲……"
-
-
-THINKING = "⏳ 模型正在读图和思考……"
-
-
-BUSY = "⚠️ 上一条回答还没有结束，请稍候再发送。"
-
-
-EMPTY_STATE = {"image": None, "image_name": None, "history": [], "messages": [], "model": None,
-               "pending": None, "busy": False}
+from helpers.serve.handlers import EMPTY_STATE, ChatHandlers
 
 
 def build_app(engine_or_model_path=None, settings=None, base_model=None, finetuned_model=None, *,
@@ -77,9 +62,26 @@ def build_app(engine_or_model_path=None, settings=None, base_model=None, finetun
         import gradio as gr
     except ImportError as exc:
         raise ImportError("gradio is missing: install requirements-lmdeploy.txt") from exc
-    from helpers.serve.generation import generation_config
 
     S = settings or get_settings()
+    pool = EnginePool(_model_choices(S, engine_or_model_path, base_model, finetuned_model), engine=engine, settings=S)
+    default_label = pool.labels[0]
+    if preload:
+        pool.get(default_label)
+    limit = concurrency_limit or pool.capacity()
+    examples = example_images(S) if examples is None else list(examples)
+    handlers = ChatHandlers(gr, pool, S, default_label, examples)
+    with gr.Blocks(title="InternVL2 美食问答") as demo:
+        ui = _layout(gr, S, pool, examples, default_label)
+        _wire(gr, ui, handlers)
+    demo.queue(default_concurrency_limit=limit, max_size=max_queue)
+    demo.course_pool = pool  # for notebooks and tests: which engines serve this app
+    demo.course_concurrency = limit
+    return demo
+
+
+def _model_choices(S, engine_or_model_path, base_model, finetuned_model) -> dict:
+    """``{label: engine or directory}`` in the order the UI offers them (one entry per distinct model)."""
     entries = [("模型", engine_or_model_path)] if engine_or_model_path is not None else []
     entries += [("基础模型", base_model)] if base_model is not None else []
     entries += [("微调模型", finetuned_model)] if finetuned_model is not None else []
@@ -92,230 +94,70 @@ def build_app(engine_or_model_path=None, settings=None, base_model=None, finetun
         if key not in seen:
             seen.add(key)
             models[_label(kind, value)] = value
-    pool = EnginePool(models, engine=engine, settings=S)
-    default_label = pool.labels[0]
-    if preload:
-        pool.get(default_label)
-    limit = concurrency_limit or pool.capacity()
-    examples = example_images(S) if examples is None else list(examples)
-    example_paths = [str(p) for p, _ in examples]
+    return models
 
-    # ---- handlers (each returns messages, never raises into Gradio)
-    def _state(state):
-        state = state if isinstance(state, dict) else copy.deepcopy(EMPTY_STATE)
-        if state.get("model") not in pool.models:
-            state["model"] = default_label
-        return state
 
-    def _say(state, text):
-        state["messages"] = state["messages"] + [{"role": "assistant", "content": text}]
+def _layout(gr, S, pool, examples, default_label) -> SimpleNamespace:
+    """The page: image and settings on the left, the chat on the right. Returns its components."""
+    ui = SimpleNamespace(state=gr.State(dict(copy.deepcopy(EMPTY_STATE), model=default_label)))
+    gr.Markdown("## InternVL2 美食问答\n上传一张食物照片（或点一张示例），然后就图片连续提问。"
+                f"每条问题最多 {S.max_message_chars} 字；模型每次看到图片那一轮和最近约 "
+                f"{S.max_history_chars} 字的对话，更早的轮次不再发给模型。")
+    with gr.Row():
+        with gr.Column(scale=1, min_width=280):
+            ui.upload = gr.File(label="上传食物照片", file_count="single", type="filepath", elem_id="upload")
+            ui.preview = gr.Image(label="当前图片", interactive=False, type="pil", height=240, elem_id="preview")
+            ui.gallery = gr.Gallery(value=[(p, c) for p, c in examples], label="示例（点击使用）", columns=4,
+                                    height=220, allow_preview=False, elem_id="examples", visible=bool(examples))
+            ui.model_choice = gr.Radio(pool.labels, value=default_label, label="模型", elem_id="model",
+                                       visible=len(pool.labels) > 1)
+            with gr.Accordion("生成参数", open=False, elem_id="gen-settings"):
+                max_new_tokens = gr.Slider(1, 1024, value=S.max_new_tokens, step=1, label="max_new_tokens",
+                                           elem_id="max-new-tokens")
+                do_sample = gr.Checkbox(value=False, label="do_sample（关闭时为贪心解码，下面两项不起作用）",
+                                        elem_id="do-sample")
+                temperature = gr.Slider(0.05, 2.0, value=0.8, step=0.05, label="temperature", elem_id="temperature")
+                top_p = gr.Slider(0.05, 1.0, value=0.8, step=0.05, label="top_p", elem_id="top-p")
+        ui.settings_inputs = [max_new_tokens, temperature, top_p, do_sample]
+        with gr.Column(scale=2):
+            ui.chatbot = gr.Chatbot(label="对话", height=480, elem_id="chatbot", buttons=["copy"])
+            with gr.Row():
+                ui.msg = gr.Textbox(placeholder="输入问题，回车发送", show_label=False, scale=5, elem_id="msg")
+                ui.send = gr.Button("发送", variant="primary", scale=1, elem_id="send")
+            ui.new_chat = gr.Button("新对话", elem_id="new-chat")
+    return ui
 
-    def _busy():
-        gr.Warning(BUSY)
 
-    def _use_image(path, state, display_name=None):
-        state = _state(state)
-        if state["busy"]:
-            _busy()
-            return state, None
-        try:
-            image, notes = load_upload(path, settings=S)
-        except Exception as exc:  # UploadError, or an unforeseen decoder failure: still only a bad upload
-            if not isinstance(exc, UploadError):
-                log.exception("upload %s", path)
-                exc = f"⚠️ 无法处理这个文件（{type(exc).__name__}: {exc}）。请换一张照片。"
-            discard_upload(path)  # a refused upload must not stay in Gradio's temp folder
-            keep = f" 当前仍使用 {state['image_name']}。" if state["image"] is not None else ""
-            _say(state, str(exc) + keep)
-            return state, None
-        name = display_name or Path(path).name
-        state.update(image=image, image_name=name, history=[], pending=None)
-        extra = "；".join(notes)
-        state["messages"] = [{"role": "assistant",
-                              "content": f"📷 已载入 {name}（{image.width}×{image.height}）"
-                                         + (f"，{extra}" if extra else "") + "。新的对话开始了，请提问，例如「图中是什么菜？」"}]
-        preview = image.copy()
-        preview.thumbnail((768, 768))
-        return state, preview
-
-    def on_upload(file, state):
-        state = _state(state)
-        if not file:
-            return state, state["messages"], gr.update(), None
-        state, preview = _use_image(file, state)
-        return state, state["messages"], (preview if preview is not None else gr.update()), None
-
+def _wire(gr, ui, h: ChatHandlers) -> None:
+    """Connect the page's events to the handlers (and name the API endpoints scripts call)."""
     def on_example(state, evt):
-        state = _state(state)
-        index = evt.index if isinstance(evt.index, int) else (evt.index or [0])[0]
-        if not 0 <= index < len(example_paths):
-            _say(state, "⚠️ 没有这个示例。")
-            return state, state["messages"], gr.update()
-        state, preview = _use_image(example_paths[index], state, display_name=f"示例：{examples[index][1]}")
-        return state, state["messages"], (preview if preview is not None else gr.update())
+        return h.on_example(state, evt)
 
     on_example.__annotations__["evt"] = gr.SelectData  # Gradio finds event data by this annotation
+    state, chatbot = ui.state, ui.chatbot
+    ui.upload.upload(h.on_upload, [ui.upload, state], [state, chatbot, ui.preview, ui.upload],
+                     api_name="load_image", queue=False)
+    ui.gallery.select(on_example, [state], [state, chatbot, ui.preview], api_visibility="private", queue=False)
+    # The question and a "queued" note show at once (outside the queue), the inputs lock, the
+    # answer streams from the queued step, the inputs unlock. That queued step of the Enter
+    # chain is also the one-call API for scripts and tests: gradio_client's
+    # predict("question", max_new_tokens, temperature, top_p, do_sample, api_name="/chat").
+    locked = [ui.msg, ui.send, ui.upload, ui.new_chat]
 
-    def on_send(message, state):
-        """Runs outside the queue: show the question and a "queued" note at once."""
-        state = _state(state)
-        text = (message or "").strip()
-        if not text:
-            return state, state["messages"], gr.update()
-        if state["busy"] or state["pending"] is not None:
-            _busy()
-            return state, gr.update(), gr.update()
-        too_long = message_problem(text, S.max_message_chars)
-        if too_long:
-            _say(state, too_long)
-            return state, state["messages"], gr.update()
-        state["pending"] = text
-        state["messages"] = state["messages"] + [{"role": "user", "content": text},
-                                                 {"role": "assistant", "content": QUEUED}]
-        return state, state["messages"], ""
+    def lock():
+        return [gr.update(interactive=False)] * len(locked)
 
-    def on_chat(message, state, max_new_tokens, temperature, top_p, do_sample):
-        """The queued part: stream the answer into the chat (also the ``/chat`` API for scripts)."""
-        state = _state(state)
-        text, state["pending"] = state["pending"], None
-        if text is None:  # called directly (API): no on_send before us
-            text = (message or "").strip()
-            if not text:
-                yield state, state["messages"]
-                return
-            if state["busy"]:
-                _busy()
-                yield state, state["messages"]
-                return
-            too_long = message_problem(text, S.max_message_chars)
-            if too_long:
-                _say(state, too_long)
-                yield state, state["messages"]
-                return
-            state["messages"] = state["messages"] + [{"role": "user", "content": text},
-                                                     {"role": "assistant", "content": QUEUED}]
-        slot = len(state["messages"]) - 1
-        state["busy"] = True
-        messages = state["messages"]
+    def unlock():
+        return [gr.update(interactive=True)] * len(locked)
 
-        def show(content):
-            messages[slot] = {"role": "assistant", "content": content}
-            state["messages"] = list(messages)
-            return state, state["messages"]
-
-        try:
-            yield show(THINKING)
-            eng = pool.get(state["model"])
-            try:
-                cfg = generation_config(max_new_tokens=int(max_new_tokens), do_sample=bool(do_sample),
-                                        temperature=float(temperature), top_p=float(top_p))
-            except (TypeError, ValueError) as exc:
-                yield show(f"⚠️ 生成参数无效：{exc}")
-                return
-            first_turn = not state["history"]
-            prompt = (text, state["image"]) if first_turn and state["image"] is not None else text
-            session = eng.session()
-            session.history, _ = bound_history(state["history"], S.max_history_chars)
-            answer = ""
-            try:
-                for piece in eng.chat(prompt, session=session, gen_config=cfg, stream_response=True):
-                    if getattr(piece, "finish_reason", None) == "error":
-                        raise RuntimeError(getattr(piece, "error_message", None) or "engine error")
-                    answer += piece.text
-                    yield show(answer or THINKING)
-            finally:
-                try:
-                    session.close()
-                except Exception:  # closing is best effort; the turn itself is what matters
-                    log.debug("session close failed", exc_info=True)
-            state["history"] = state["history"] + [(prompt, answer)]
-            yield show(answer if answer.strip() else "（模型没有生成文字）")
-        except Exception as exc:
-            log.exception("chat turn failed")
-            yield show(f"⚠️ 生成失败：{type(exc).__name__}: {exc}。可以重试或点「新对话」。")
-        finally:
-            state["busy"] = False
-
-    def on_new_chat(state):
-        state = _state(state)
-        if state["busy"]:
-            _busy()
-            return state, state["messages"]
-        state.update(history=[], pending=None)
-        keep = f"当前图片仍是 {state['image_name']}。" if state["image"] is not None else "请先上传一张食物照片。"
-        state["messages"] = [{"role": "assistant", "content": f"🆕 新对话。{keep}"}]
-        return state, state["messages"]
-
-    def on_switch(label, state):
-        state = _state(state)
-        if label not in pool.models:
-            _say(state, f"⚠️ 没有模型 {label}。")
-            return state, state["messages"]
-        if state["busy"]:
-            _busy()
-            return state, state["messages"]
-        state.update(model=label, history=[], pending=None)
-        state["messages"] = [{"role": "assistant", "content": f"🔁 已切换到 {label}（{pool.models[label]}）。"
-                                                            "对话重新开始，图片保留。"}]
-        return state, state["messages"]
-
-    # ---- layout
-    with gr.Blocks(title="InternVL2 美食问答") as demo:
-        state = gr.State(dict(copy.deepcopy(EMPTY_STATE), model=default_label))
-        gr.Markdown("## InternVL2 美食问答\n上传一张食物照片（或点一张示例），然后就图片连续提问。"
-                    f"每条问题最多 {S.max_message_chars} 字；模型每次看到图片那一轮和最近约 "
-                    f"{S.max_history_chars} 字的对话，更早的轮次不再发给模型。")
-        with gr.Row():
-            with gr.Column(scale=1, min_width=280):
-                upload = gr.File(label="上传食物照片", file_count="single", type="filepath", elem_id="upload")
-                preview = gr.Image(label="当前图片", interactive=False, type="pil", height=240, elem_id="preview")
-                gallery = gr.Gallery(value=[(p, c) for p, c in examples], label="示例（点击使用）", columns=4,
-                                     height=220, allow_preview=False, elem_id="examples", visible=bool(examples))
-                model_choice = gr.Radio(pool.labels, value=default_label, label="模型", elem_id="model",
-                                        visible=len(pool.labels) > 1)
-                with gr.Accordion("生成参数", open=False, elem_id="gen-settings"):
-                    max_new_tokens = gr.Slider(1, 1024, value=S.max_new_tokens, step=1, label="max_new_tokens",
-                                               elem_id="max-new-tokens")
-                    do_sample = gr.Checkbox(value=False, label="do_sample（关闭时为贪心解码，下面两项不起作用）",
-                                            elem_id="do-sample")
-                    temperature = gr.Slider(0.05, 2.0, value=0.8, step=0.05, label="temperature",
-                                            elem_id="temperature")
-                    top_p = gr.Slider(0.05, 1.0, value=0.8, step=0.05, label="top_p", elem_id="top-p")
-            with gr.Column(scale=2):
-                chatbot = gr.Chatbot(label="对话", height=480, elem_id="chatbot", buttons=["copy"])
-                with gr.Row():
-                    msg = gr.Textbox(placeholder="输入问题，回车发送", show_label=False, scale=5, elem_id="msg")
-                    send = gr.Button("发送", variant="primary", scale=1, elem_id="send")
-                new_chat = gr.Button("新对话", elem_id="new-chat")
-        settings_inputs = [max_new_tokens, temperature, top_p, do_sample]
-
-        upload.upload(on_upload, [upload, state], [state, chatbot, preview, upload], api_name="load_image",
-                      queue=False)
-        gallery.select(on_example, [state], [state, chatbot, preview], api_visibility="private", queue=False)
-        # The question and a "queued" note show at once (outside the queue), the inputs lock, the
-        # answer streams from the queued step, the inputs unlock. That queued step of the Enter
-        # chain is also the one-call API for scripts and tests: gradio_client's
-        # predict("question", max_new_tokens, temperature, top_p, do_sample, api_name="/chat").
-        locked = [msg, send, upload, new_chat]
-
-        def lock():
-            return [gr.update(interactive=False)] * len(locked)
-
-        def unlock():
-            return [gr.update(interactive=True)] * len(locked)
-
-        for trigger, api in ((msg.submit, dict(api_name="chat")), (send.click, dict(api_visibility="private"))):
-            (trigger(on_send, [msg, state], [state, chatbot, msg], queue=False, api_visibility="private")
-             .then(lock, None, locked, queue=False, api_visibility="private")
-             .then(on_chat, [msg, state, *settings_inputs], [state, chatbot], **api)
-             .then(unlock, None, locked, queue=False, api_visibility="private"))
-        new_chat.click(on_new_chat, [state], [state, chatbot], api_name="new_chat", queue=False)
-        model_choice.change(on_switch, [model_choice, state], [state, chatbot], api_name="switch_model", queue=False)
-
-    demo.queue(default_concurrency_limit=limit, max_size=max_queue)
-    demo.course_pool = pool  # for notebooks and tests: which engines serve this app
-    demo.course_concurrency = limit
-    return demo
+    for trigger, api in ((ui.msg.submit, dict(api_name="chat")), (ui.send.click, dict(api_visibility="private"))):
+        (trigger(h.on_send, [ui.msg, state], [state, chatbot, ui.msg], queue=False, api_visibility="private")
+         .then(lock, None, locked, queue=False, api_visibility="private")
+         .then(h.on_chat, [ui.msg, state, *ui.settings_inputs], [state, chatbot], **api)
+         .then(unlock, None, locked, queue=False, api_visibility="private"))
+    ui.new_chat.click(h.on_new_chat, [state], [state, chatbot], api_name="new_chat", queue=False)
+    ui.model_choice.change(h.on_switch, [ui.model_choice, state], [state, chatbot], api_name="switch_model",
+                           queue=False)
 
 
 def launch(demo, host: str | None = None, port: int | None = None, share: bool = False, settings=None, **kwargs):

@@ -1,4 +1,4 @@
-"""The text of the course's XTuner config (a ``string.Template``; :mod:`helpers.train.config` fills it from a :class:`Recipe`)."""
+"""The text of the course's XTuner config (a ``string.Template``; :mod:`helpers.train.xtuner_config` fills it from a :class:`Recipe`)."""
 from __future__ import annotations
 
 from string import Template
@@ -6,7 +6,7 @@ from string import Template
 
 TEMPLATE = Template('''\
 # XTuner config: LoRA fine-tuning of InternVL2 on FoodieQA-format data.
-# Written by helpers.train.config.write_config for the course "InternVL 的部署与微调";
+# Written by helpers.train.xtuner_config.write_config for the course "InternVL 的部署与微调";
 # $generated_for
 #
 # Run it by hand from the repository root (XTuner environment):

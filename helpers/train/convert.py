@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from helpers.settings import REPO_ROOT, XTUNER_SYSTEM_PROMPT
-from helpers.train.config import config_values
+from helpers.train.xtuner_config import config_values
 from helpers.train.checkpoints import checkpoint_problem
 from helpers.train.finetune import _child_env, _xtuner_executable, _xtuner_python
 

@@ -33,7 +33,7 @@ import sys
 from pathlib import Path
 
 from helpers.settings import REPO_ROOT
-from helpers.train.config import (_count_records, config_values, iterations_per_epoch, safe_warmup_ratio,
+from helpers.train.xtuner_config import (_count_records, config_values, iterations_per_epoch, safe_warmup_ratio,
                                   split_batch)
 
 

@@ -41,7 +41,7 @@ def unopenable_records(config, decode: bool = True, limit: int | None = None) ->
     :func:`helpers.data.checks.check_llava` does.
 
     Args:
-        config: an XTuner config from :func:`helpers.train.config.write_config`.
+        config: an XTuner config from :func:`helpers.train.xtuner_config.write_config`.
         decode: check image contents too (else: path form and existence only; fast).
         limit: stop after this many records (None: all).
 
@@ -54,7 +54,7 @@ def unopenable_records(config, decode: bool = True, limit: int | None = None) ->
     """
     from helpers.data.image_checks import inspect_image
     from helpers.data.jsonio import read_json_records
-    from helpers.train.config import config_values
+    from helpers.train.xtuner_config import config_values
 
     try:
         values = config_values(config)

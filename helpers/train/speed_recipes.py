@@ -73,6 +73,6 @@ def speed_settings(settings: Settings, name: str) -> Settings:
 
 def speed_reasons() -> dict:
     """Reasons for the config comments: the profile's own (CPU) ones, then the speed recipes'."""
-    from helpers.train.config import OVERRIDE_REASONS
+    from helpers.train.xtuner_config import OVERRIDE_REASONS
 
     return {**OVERRIDE_REASONS, **SPEED_REASONS}
