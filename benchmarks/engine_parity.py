@@ -81,20 +81,11 @@ def lmdeploy_pipeline(model: Path, system_prompt: str | None):
 
     LMDeploy 0.18 returns no log-probs unless the engine is built with ``logprobs_mode``.
     """
-    import lmdeploy
+    from helpers.serve.pipeline import make_pipeline
 
-    from helpers.prompts import internvl2_chat_template
-
-    from helpers.serve.messages import _keep_images_first
-
-    S = get_settings()
-    backend = lmdeploy.PytorchEngineConfig(session_len=S.session_len, cache_max_entry_count=S.cache_max_entry_count,
-                                           logprobs_mode="raw_logprobs")
-    pipe = lmdeploy.pipeline(str(runnable_dir(model)), backend_config=backend, trust_remote_code=True,
-                             chat_template_config=internvl2_chat_template(system_prompt) if system_prompt else None)
-    if os.environ.get("PARITY_TEXT_FIRST") != "1":  # LMDeploy's own (text, image) order: set it to see the difference
-        _keep_images_first(pipe)
-    return pipe
+    # LMDeploy's own (text, image) order: PARITY_TEXT_FIRST=1 shows the difference.
+    return make_pipeline(model, "lmdeploy", system_prompt=system_prompt, engine_options={"logprobs_mode": "raw_logprobs"},
+                         images_first=os.environ.get("PARITY_TEXT_FIRST") != "1")
 
 
 def _find_module_with(root, attr: str, prefix: str = "lmdeploy.", limit: int = 200000):

@@ -440,11 +440,12 @@ def part_serve(st: dict, rec: _Record):
 
     from benchmarks.bench_serving import make_requests
     from benchmarks.common import environment
-    from helpers.serve.pipeline import _need, make_pipeline, tp_executor_backend
+    from helpers.env import need
+    from helpers.serve.pipeline import make_pipeline, tp_executor_backend
     from helpers.gpu import gpu_snapshot
     from helpers.settings import INTERNVL2_SYSTEM_PROMPT, get_settings
 
-    lmdeploy = _need("lmdeploy")
+    lmdeploy = need("lmdeploy")
     model_2b, n = Path(st["model_2b"]), st["gpus"]
     S = get_settings()
     requests = make_requests(st["requests"], Path(st["work"]) / "serving-photos")

@@ -46,22 +46,23 @@ def version(distribution: str) -> str | None:
         return None
 
 
-def cuda() -> str:
-    """``"<n> x <GPU name>"``, or why there is no CUDA here."""
+def device() -> str:
+    """``"cuda: <GPU name>"`` (with ``x N`` for several), ``"cpu"``, or ``"no torch"``."""
     try:
         import torch
     except ImportError:
         return "no torch"
     if not torch.cuda.is_available():
-        return "no CUDA (CPU)"
-    return f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}"
+        return "cpu"
+    n = torch.cuda.device_count()
+    return f"cuda: {torch.cuda.get_device_name(0)}" + (f" x {n}" if n > 1 else "")
 
 
 def versions(libraries=COURSE_LIBRARIES) -> dict:
-    """``{"python": ..., library: version or None, "cuda": ...}`` for this kernel."""
+    """``{"python": ..., library: version or None, "device": ...}`` for this kernel."""
     out = {"python": platform.python_version()}
     out.update({lib: version(lib) for lib in libraries})
-    out["cuda"] = cuda()
+    out["device"] = device()
     return out
 
 
@@ -69,5 +70,5 @@ def show_versions(libraries=COURSE_LIBRARIES) -> dict:
     """Print :func:`versions` (libraries that are not installed say so) and return it."""
     info = versions(libraries)
     for key, value in info.items():
-        print(f"{key:<13}{value if value is not None else '— (not in this environment)'}")
+        print(f"{key:<13}{value if value is not None else '未安装（另一个环境才有）'}")
     return info

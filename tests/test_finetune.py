@@ -238,6 +238,7 @@ def test_compat_fixes():
 
 
 def test_speed_recipes_keep_the_maths_and_match_the_benchmark(tmp_path, monkeypatch):
+    pytest.importorskip("mmengine", reason="benchmarks.bench_finetune reads mmengine configs: the xtuner environment")
     from helpers.train.speed_recipes import SPEED_RECIPES, speed_reasons, speed_settings
 
     monkeypatch.setenv("INTERNVL_MODEL_PATH", str(tmp_path / "model"))
@@ -485,12 +486,15 @@ def test_crash_is_detected_although_exit_status_is_0(tiny):
 def test_interrupt_and_resume_matches_uninterrupted(trained, tiny, capsys):
     work = tiny["root"] / "run-resume"
     config = _config(tiny, "run-resume")
-    run = train_run.launch(config, work)
-    # stop after the checkpoint at iteration 4, before the one at 8
+    # Training blocks after iteration 5 (the checkpoint at 4 written, the one at 8 not yet): stopped there.
+    paused = config.with_name("paused.py")
+    paused.write_text(config.read_text(encoding="utf-8") + "\nfrom tests.support.pause_hook import PauseAfterIteration\n"
+                      "custom_hooks = custom_hooks + [dict(type=PauseAfterIteration, iteration=5)]\n", encoding="utf-8")
+    run = train_run.launch(paused, work)
     while run.poll() is None and not (run.iteration >= 5 and (work / "iter_4.pth").exists()):
         time.sleep(0.1)
     run.stop()
-    assert run.iteration < 8, "training went past the next checkpoint before it was stopped"
+    assert run.iteration == 5, "the pause hook did not hold training at iteration 5"
     with pytest.raises(train_run.TrainingFailed, match="resume=True"):
         run.result()
     # as if the run had been killed while writing its next checkpoint

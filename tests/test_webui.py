@@ -91,7 +91,7 @@ def files(tmp_path_factory):
     ("big_bytes", "超过上传上限 1 MB"), ("many_pixels", "3000×2000"), ("bomb", "约 400 百万像素"),
 ])
 def test_bad_uploads_are_refused_with_a_reason(files, key, words):
-    from helpers.serve.webui import UploadError, load_upload
+    from helpers.serve.uploads import UploadError, load_upload
 
     with pytest.raises(UploadError) as err:
         load_upload(files[key], **LIMITS)
@@ -102,7 +102,7 @@ def test_bad_uploads_are_refused_with_a_reason(files, key, words):
 def test_truncated_is_refused_even_after_lmdeploy_import(files):
     from PIL import ImageFile
 
-    from helpers.serve.webui import UploadError, load_upload
+    from helpers.serve.uploads import UploadError, load_upload
 
     old = ImageFile.LOAD_TRUNCATED_IMAGES
     ImageFile.LOAD_TRUNCATED_IMAGES = True  # what `import lmdeploy` does process-wide
@@ -115,7 +115,7 @@ def test_truncated_is_refused_even_after_lmdeploy_import(files):
 
 
 def test_odd_modes_become_rgb(files):
-    from helpers.serve.webui import load_upload
+    from helpers.serve.uploads import load_upload
 
     img, notes = load_upload(files["cmyk"], **LIMITS)
     assert img.mode == "RGB" and img.getpixel((5, 5)) == (255, 0, 0) and any("CMYK" in n for n in notes)
@@ -136,7 +136,7 @@ def test_odd_modes_become_rgb(files):
 
 
 def test_default_limits_come_from_settings(files):
-    from helpers.serve.webui import UploadError, load_upload
+    from helpers.serve.uploads import UploadError, load_upload
 
     load_upload(files["many_pixels"], settings=S)  # 6 MP is fine under the default 40 MP
     with pytest.raises(UploadError, match="2 百万像素"):
@@ -242,7 +242,7 @@ def _ask(client, question):
 def _expected(engine, image_path, questions):
     """What the engine answers when asked directly (greedy), turn by turn."""
     from helpers.serve.generation import generation_config
-    from helpers.serve.webui import load_upload
+    from helpers.serve.uploads import load_upload
 
     image, _ = load_upload(image_path, **LIMITS)
     cfg = generation_config(max_new_tokens=GEN[0], do_sample=False, temperature=GEN[1], top_p=GEN[2])

@@ -131,7 +131,7 @@ def _ask(page, question: str) -> str:
 
 def _direct(engine, image_path, questions, max_new_tokens):
     from helpers.serve.generation import generation_config
-    from helpers.serve.webui import load_upload
+    from helpers.serve.uploads import load_upload
 
     image, _ = load_upload(image_path, settings=S)
     cfg = generation_config(max_new_tokens=max_new_tokens)

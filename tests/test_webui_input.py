@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from helpers.settings import get_settings
-from helpers.serve.webui import UploadError, load_upload
+from helpers.serve.uploads import UploadError, load_upload
 
 
 def photo(size=(320, 240)):

@@ -312,3 +312,23 @@ def serving_table(models=None, tps=(1, 2, 4), cache_tokens: int = 64 * 2048) -> 
                              kv_kib_per_token=m["kv_per_token"] / 1024, kv_cache=round(m["kv_cache"] / GB, 1),
                              total=round(m["total"] / GB, 1)))
     return rows
+
+
+# Peaks measured by benchmarks/bench_finetune.py (InternVL2-2B shape, LoRA, ZeRO-2, activation checkpointing on,
+# the peak PyTorch allocated as mmengine logs it), kept here so notebook 05 needs no benchmark output.
+MEASURED_PEAKS = (
+    dict(source="finetune-20261126-133245-nvidia-h200.json", card="NVIDIA H200", gpus=1, micro_batch=4,
+         measured_gib=24.4, tokens=2889, tiles=10.88),
+)
+
+
+def estimate_vs_measured(peaks=MEASURED_PEAKS) -> list:
+    """Rows of :func:`training_memory`'s estimate next to each measured peak (notebook 05's check)."""
+    rows = []
+    for p in peaks:
+        est = training_memory(MODELS["InternVL2-2B"], "lora", 2, p["gpus"], micro_batch=p["micro_batch"],
+                              tokens=p["tokens"], tiles=p["tiles"])["total"] / 2**30
+        rows.append({"结果文件": p["source"], "卡": p["card"], "GPU 数": p["gpus"], "每卡 micro-batch": p["micro_batch"],
+                     "实测 GiB": p["measured_gib"], "估算 GiB": round(est, 1),
+                     "实测/估算": round(p["measured_gib"] / est, 2)})
+    return rows

@@ -10,7 +10,7 @@ samples into one batch. This module runs XTuner's own code and takes the result 
 * :func:`build_sample` -> :class:`BuiltSample` -- one record through ``prepare_data``, with the
   template rendered independently (:func:`render_template`) so the two can be compared;
 * :func:`label_spans` / :func:`token_table` -- which tokens carry loss, as compact tables;
-* :func:`check_label_masking` -- every label that is not -100 is an answer token or ``<|im_end|>``,
+* :func:`helpers.data.xtuner_labels.check_label_masking` -- every label that is not -100 is an answer token or ``<|im_end|>``,
   and the ``<IMG_CONTEXT>`` run is 256 tokens per tile;
 * :func:`describe_batch` / :func:`plot_token_map` -- padding, attention mask, position ids;
 * :func:`masked_loss_demo` -- why the -100 positions contribute nothing to the loss.
@@ -19,7 +19,8 @@ Everything here needs the XTuner environment (``requirements-xtuner.txt``).
 
 Example:
     >>> from helpers.settings import get_settings
-    >>> from helpers.data.xtuner_sample import load_xtuner_dataset, build_sample, check_label_masking
+    >>> from helpers.data.xtuner_sample import load_xtuner_dataset, build_sample
+    >>> from helpers.data.xtuner_labels import check_label_masking
     >>> S = get_settings()
     >>> ds = load_xtuner_dataset(S.llava_dir / "train.json", S.data_root)   # doctest: +SKIP
     >>> sample = build_sample(ds, 0)                                       # doctest: +SKIP

@@ -112,15 +112,17 @@ def weight_format(model_path) -> str | None:
     return None
 
 
-def _build_lmdeploy(model_path, session_len, cache_max_entry_count, tp, system_prompt):
+def _build_lmdeploy(model_path, session_len, cache_max_entry_count, tp, system_prompt, engine_options=None,
+                    vision_options=None):
     from helpers.model_dir import runnable_dir
 
     lmdeploy = need("lmdeploy")
     quant = weight_format(model_path)
-    backend = lmdeploy.PytorchEngineConfig(session_len=session_len, cache_max_entry_count=cache_max_entry_count, tp=tp,
-                                           distributed_executor_backend=tp_executor_backend(tp),
-                                           **({"model_format": quant} if quant else {}))
+    fields = dict(session_len=session_len, cache_max_entry_count=cache_max_entry_count, tp=tp,
+                  distributed_executor_backend=tp_executor_backend(tp), **({"model_format": quant} if quant else {}))
+    backend = lmdeploy.PytorchEngineConfig(**{**fields, **(engine_options or {})})
     template = internvl2_chat_template(system_prompt) if system_prompt else None
+    extra = {"vision_config": lmdeploy.VisionConfig(**vision_options)} if vision_options else {}
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is downloaded, ever
     # LMDeploy reads the config through the checkpoint's remote code: the course's loading rule
     # (its configuration class pickles by name, which tensor-parallel workers need).
@@ -130,7 +132,7 @@ def _build_lmdeploy(model_path, session_len, cache_max_entry_count, tp, system_p
         # Parts of LMDeploy ask asyncio for "the" loop of the building thread; give it a fresh one.
         asyncio.set_event_loop(asyncio.new_event_loop())
         return lmdeploy.pipeline(str(model_path), backend_config=backend, chat_template_config=template,
-                                 trust_remote_code=True)
+                                 trust_remote_code=True, **extra)
 
     if _in_running_loop():
         # Inside Jupyter the kernel's own asyncio loop runs in this thread and LMDeploy may not
@@ -139,12 +141,13 @@ def _build_lmdeploy(model_path, session_len, cache_max_entry_count, tp, system_p
         with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="lmdeploy-build") as pool:
             return pool.submit(build).result()
     return lmdeploy.pipeline(str(model_path), backend_config=backend, chat_template_config=template,
-                             trust_remote_code=True)
+                             trust_remote_code=True, **extra)
 
 
 def make_pipeline(model_path=None, engine: str | None = None, *, session_len: int | None = None,
                   cache_max_entry_count: float | None = None, tp: int | None = None,
-                  max_dynamic_patch: int | None = None, system_prompt: str | None = None, settings=None):
+                  max_dynamic_patch: int | None = None, system_prompt: str | None = None, settings=None,
+                  engine_options: dict | None = None, vision_options: dict | None = None, images_first: bool = True):
     """Build the inference pipeline the notebooks use.
 
     Args:
@@ -157,6 +160,10 @@ def make_pipeline(model_path=None, engine: str | None = None, *, session_len: in
         max_dynamic_patch: most tiles per image (default: the checkpoint's config).
         system_prompt: system message (default: each engine's default).
         settings: a Settings (default: ``get_settings()``).
+        engine_options: more ``lmdeploy.PytorchEngineConfig`` fields, over the course's (benchmarks:
+            ``max_batch_size``, ``logprobs_mode``, ...).
+        vision_options: ``lmdeploy.VisionConfig`` fields (e.g. ``max_batch_size``).
+        images_first: put images before the text (InternVL2's training order; False shows LMDeploy's own).
 
     Returns:
         LMDeploy's ``Pipeline`` or a :class:`TransformersEngine`; both have ``engine_name``.
@@ -184,10 +191,11 @@ def make_pipeline(model_path=None, engine: str | None = None, *, session_len: in
         raise RuntimeError(f"engine 'lmdeploy' cannot run here: {reason}; use engine='transformers'")
     pipe = _build_lmdeploy(model_path, session_len or S.session_len,
                            cache_max_entry_count if cache_max_entry_count is not None else S.cache_max_entry_count,
-                           tp or S.tp, system_prompt)
+                           tp or S.tp, system_prompt, engine_options, vision_options)
     pipe.engine_name = "lmdeploy"
     pipe.model_path = model_path
-    _keep_images_first(pipe)  # (text, image) prompts in the order the model was trained on
+    if images_first:
+        _keep_images_first(pipe)  # (text, image) prompts in the order the model was trained on
     # LMDeploy batches concurrent requests itself (max_batch_size defaults to hundreds on big GPUs);
     # the web UI lets this many in at once and queues the rest.
     pipe.max_concurrency = min(int(getattr(pipe.backend_config, "max_batch_size", None) or 8), 32)
