@@ -28,7 +28,17 @@ IMG_CONTEXT = "<IMG_CONTEXT>"  # one per image feature; the model splices featur
 TEMPLATE = "internlm2-chat"  # the only template the course's checkpoints and InternVL2-2B/8B use
 SYSTEM_PROMPTS = {"internvl2": INTERNVL2_SYSTEM_PROMPT, "xtuner": XTUNER_SYSTEM_PROMPT}
 
-__all__ = ["IMAGE", "IMG_START", "IMG_END", "IMG_CONTEXT", "TEMPLATE", "SYSTEM_PROMPTS", "image_tokens",
+# The same format, as the pieces XTuner 0.2.0's InternVL_V1_5_Dataset writes a training sample with (it
+# overrides PROMPT_TEMPLATE.internlm2_chat with these), derived from the conversation template above.
+_CONV = get_conv_template(TEMPLATE)
+TURN_TOKENS = (_CONV.roles[0].split("user")[0], _CONV.sep)  # "<|im_start|>", "<|im_end|>"
+XTUNER_SYSTEM = _CONV.system_template.replace("{system_message}", "{system}") + _CONV.sep
+XTUNER_INSTRUCTION = _CONV.roles[0] + "{input}" + _CONV.sep + _CONV.roles[1]
+XTUNER_SUFFIX = _CONV.sep
+IMAGE_MARKERS = IMG_START + IMG_END + "\n"  # wraps the <IMG_CONTEXT> run XTuner puts before the question
+
+__all__ = ["IMAGE", "IMG_START", "IMG_END", "IMG_CONTEXT", "TEMPLATE", "SYSTEM_PROMPTS", "TURN_TOKENS", "XTUNER_SYSTEM",
+           "XTUNER_INSTRUCTION", "XTUNER_SUFFIX", "IMAGE_MARKERS", "image_tokens",
            "expand_images", "with_image_marks", "render", "build_query", "stop_marker", "stop_token_ids"]
 
 

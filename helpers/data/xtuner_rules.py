@@ -23,22 +23,17 @@ from __future__ import annotations
 
 from helpers.data.jsonio import InvalidRecord
 from helpers.data.pathsafe import short_repr
+from helpers.prompts import (IMAGE, IMAGE_MARKERS, IMG_CONTEXT, IMG_END, IMG_START, TURN_TOKENS,  # noqa: F401
+                             XTUNER_INSTRUCTION, XTUNER_SUFFIX, XTUNER_SYSTEM)
 
-IMAGE_TOKEN = "<image>"
+IMAGE_TOKEN = IMAGE
 ROLES = ("human", "gpt")
 # Written into text, these become the special ids themselves (InternVL2's tokenizer).
-IMAGE_SLOT_TOKENS = ("<IMG_CONTEXT>", "<img>", "</img>")
-TURN_TOKENS = ("<|im_start|>", "<|im_end|>")
+IMAGE_SLOT_TOKENS = (IMG_CONTEXT, IMG_START, IMG_END)
 RESERVED_TOKENS = IMAGE_SLOT_TOKENS + TURN_TOKENS
 # The sampler sorts lengths in a torch int64 tensor; no real sample is longer than the
 # context window, and 2**31 - 1 leaves any sum of lengths far from overflowing.
 MAX_LENGTH_FIELD = 2**31 - 1
-# XTuner 0.2.0 InternVL_V1_5_Dataset's InternLM2 prompt (it overrides the internlm2_chat template).
-XTUNER_SYSTEM = "<|im_start|>system\n{system}<|im_end|>"
-XTUNER_INSTRUCTION = "<|im_start|>user\n{input}<|im_end|><|im_start|>assistant\n"
-XTUNER_SUFFIX = "<|im_end|>"
-IMAGE_MARKERS = "<img></img>\n"  # wraps the <IMG_CONTEXT> run XTuner puts before the question
-
 
 def reserved_tokens_in(text: str) -> list:
     """The special tokens of :data:`RESERVED_TOKENS` written literally in ``text``.

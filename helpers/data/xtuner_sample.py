@@ -33,23 +33,13 @@ import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from helpers.env import install_hint
+from helpers.prompts import IMAGE as IMAGE_TOKEN, IMG_CONTEXT, IMG_END, IMG_START
 
 IGNORE_INDEX = -100  # xtuner.utils.IGNORE_INDEX; also the ignore_index of the LLM's cross-entropy
 
 
-IMG_CONTEXT = "<IMG_CONTEXT>"
-
-
-IMG_START = "<img>"
-
-
-IMG_END = "</img>"
-
-
-IMAGE_TOKEN = "<image>"
-
-
-REQUIREMENTS_HINT = "install requirements-xtuner.txt (the XTuner environment, .venv-xtuner)"
+REQUIREMENTS_HINT = install_hint("xtuner")
 
 
 def _xtuner():
