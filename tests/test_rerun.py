@@ -138,7 +138,7 @@ def test_a_new_launch_never_trains_into_a_finished_run(tmp_path, monkeypatch):
 
     # a launch aimed at the finished run's work dir by hand is refused before anything starts
     monkeypatch.setattr(finetune, "_xtuner_executable", lambda: Path(sys.executable))
-    monkeypatch.setattr(finetune.subprocess, "Popen",
+    monkeypatch.setattr(train_run.subprocess, "Popen",
                         lambda *a, **k: pytest.fail("xtuner train was started in a finished run's work dir"))
     with pytest.raises(FileExistsError, match="resume=True.*overwrite=True"):
         train_run.launch(first / "work.py", first / "work")
@@ -182,7 +182,7 @@ def test_converting_again_never_replaces_a_model_unasked(tmp_path, monkeypatch, 
     shutil.rmtree(merged)
     monkeypatch.setattr(finetune, "_xtuner_executable", lambda: Path(sys.executable))
     monkeypatch.setattr(finetune, "_xtuner_python", lambda xtuner: sys.executable)
-    monkeypatch.setattr(finetune.subprocess, "run", _fake_convert_to_official(tiny_model_dir))
+    monkeypatch.setattr(convert.subprocess, "run", _fake_convert_to_official(tiny_model_dir))
 
     out = convert.convert(config, checkpoint, merged)  # notebook 05, first run of its convert cell
     assert (out / "config.json").is_file() and (out / "conversion.json").is_file()
@@ -195,7 +195,7 @@ def test_converting_again_never_replaces_a_model_unasked(tmp_path, monkeypatch, 
     assert _tree(merged) == model
 
     # asked to overwrite, but the conversion fails halfway: the earlier model is still whole
-    monkeypatch.setattr(finetune.subprocess, "run", _fake_convert_to_official(tiny_model_dir, fail=True))
+    monkeypatch.setattr(convert.subprocess, "run", _fake_convert_to_official(tiny_model_dir, fail=True))
     with pytest.raises(RuntimeError, match="convert_to_official failed"):
         convert.convert(config, run_dir / "work" / "iter_4.pth", merged, overwrite=True)
     assert _tree(merged) == model
@@ -204,7 +204,7 @@ def test_converting_again_never_replaces_a_model_unasked(tmp_path, monkeypatch, 
     # a conversion killed earlier left its build folder; asked to overwrite, the new model replaces the old
     (run_dir / ".merged.converting").mkdir()
     (run_dir / ".merged.converting" / "model.safetensors").write_bytes(b"stale")
-    monkeypatch.setattr(finetune.subprocess, "run", _fake_convert_to_official(tiny_model_dir))
+    monkeypatch.setattr(convert.subprocess, "run", _fake_convert_to_official(tiny_model_dir))
     convert.convert(config, run_dir / "work" / "iter_4.pth", merged, overwrite=True)
     assert json.loads((merged / "conversion.json").read_text())["checkpoint"].endswith("iter_4.pth")
     assert sorted(p.name for p in run_dir.iterdir()) == ["merged", "run.json", "work", "work.py"]

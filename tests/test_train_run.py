@@ -88,7 +88,7 @@ def test_resume_of_a_finished_run_says_it_is_complete(setup, monkeypatch, capsys
     run = train_run.launch(config, tmp / "work")
     run.wait(progress=False)
     first = run.result()
-    monkeypatch.setattr(finetune.subprocess, "Popen",
+    monkeypatch.setattr(train_run.subprocess, "Popen",
                         lambda *a, **k: pytest.fail("xtuner train started for a run that is complete"))
     again = train_run.launch(config, tmp / "work", resume=True)
     assert "the run is complete" in capsys.readouterr().out

@@ -11,7 +11,7 @@ from pathlib import Path
 from helpers.settings import REPO_ROOT, XTUNER_SYSTEM_PROMPT
 from helpers.train.xtuner_config import config_values
 from helpers.train.checkpoints import checkpoint_problem
-from helpers.train.finetune import _child_env, _xtuner_executable, _xtuner_python
+from helpers.train import finetune as ft  # ft._xtuner_executable: one place to find (and, in tests, fake) xtuner
 
 
 # --------------------------------------------------------------------------- conversion
@@ -59,17 +59,17 @@ def convert(config, checkpoint, out_dir, overwrite: bool = False) -> Path:
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise FileExistsError(f"{out_dir} exists; pass overwrite=True to replace it")
     base = Path(config_values(config).get("path", ""))
-    xtuner = _xtuner_executable()
+    xtuner = ft._xtuner_executable()
     # Built beside out_dir and renamed into place when complete: a conversion that fails or is
     # killed never leaves a half-written model under the name notebooks and run records use.
     building = out_dir.parent / f".{out_dir.name}.converting"
     shutil.rmtree(building, ignore_errors=True)  # what a killed conversion left
     building.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [_xtuner_python(xtuner), "-m", "xtuner.configs.internvl.v1_5.convert_to_official",
+    cmd = [ft._xtuner_python(xtuner), "-m", "xtuner.configs.internvl.v1_5.convert_to_official",
            str(config), str(checkpoint), str(building)]
     started = time.time()
     try:
-        proc = subprocess.run(cmd, cwd=str(REPO_ROOT), env=_child_env(xtuner.parent, None),
+        proc = subprocess.run(cmd, cwd=str(REPO_ROOT), env=ft._child_env(xtuner.parent, None),
                               capture_output=True, text=True)
         if proc.returncode != 0 or not (building / "config.json").exists():
             out = (proc.stdout + proc.stderr).splitlines()[-40:]
