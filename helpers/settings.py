@@ -241,7 +241,7 @@ def get_settings(profile: str | None = None, **overrides) -> Settings:
             optim_wrapper="amp" if _cuda() else "plain",  # AmpOptimWrapper asserts a GPU: fp32 on a CPU
             dataloader_num_workers=0,  # worker processes only add start-up time on 2 cores
             lr=1e-3,  # the recipe's 3e-5 leaves a tiny-width model's loss near its start (measured)
-            accumulative_counts=1,  # twice the optimizer steps in the same time (720 in 10 epochs, ~5 min on 2 cores)
+            accumulative_counts=1,  # twice the optimizer steps of accumulation 2, in the same time (times: benchmarks/README.md)
         )
     values.update(overrides)
     known = {f.name for f in dataclasses.fields(Settings)}

@@ -377,3 +377,18 @@ def test_build_app_binds_loopback_and_no_share(engine):
         main(["--model", "/nonexistent/model"])
     demo = build_app(engine, S, examples=[], preload=False)
     assert demo.course_pool.labels == [f"模型：{TINY.name}"]
+
+
+def test_webui_roundtrip_answers_like_the_pipeline(engine, files):
+    """helpers.serve.roundtrip (notebooks 03 and 06): the UI's answer is the engine's answer to the same prompt."""
+    from helpers.serve.generation import generation_config
+    from helpers.serve.roundtrip import message_text, webui_roundtrip
+    from helpers.serve.webui import build_app
+
+    settings = S.replace(**LIMITS)
+    demo = build_app(engine, settings, examples=[])
+    trip = webui_roundtrip(demo, files["jpeg"], "这是什么菜？", settings, max_new_tokens=6)
+    assert trip["roles"][-2:] == ["user", "assistant"] and trip["loaded"].startswith("📷")
+    direct = engine.chat(("这是什么菜？", str(files["jpeg"])), gen_config=generation_config(max_new_tokens=6))
+    assert trip["answer"].strip() == direct.response.text.strip()
+    assert message_text({"content": [{"type": "text", "text": "a"}, {"text": "b"}]}) == "ab"

@@ -1,6 +1,6 @@
 """One drawer per dish of :mod:`helpers.foods`, painting its ``looks`` with a dish-coordinate pen.
 
-Each drawer is ``drawer(pen, rng, style)``: ``pen`` is a :class:`helpers.data.synth_draw._Pen` already
+Each drawer is ``drawer(pen, rng, style)``: ``pen`` is a :class:`helpers.data.synth_pen._Pen` already
 placed on the vessel (1.0 = vessel radius, light from the photo's top-left), ``rng`` the photo's
 numpy generator (the order of draws is part of the output, so reordering them changes every
 photo), and ``style`` the vessel chosen by ``helpers.data.synth_draw._pick_vessel`` (its kind and the
@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-from helpers.data.synth_draw import _in_disc, _jit, _shade
+from helpers.data.synth_pen import _in_disc, _jit, _shade
 
 
 
