@@ -160,9 +160,18 @@ class Settings:
         """One paragraph saying what this run uses, for the top of each notebook."""
         data = "synthetic FoodieQA-format set" if self.data_is_synthetic else "FoodieQA"
         return (
-            f"profile={self.profile} | model={self.model_path} | data={data} at {self.data_root} "
+            f"profile={self.profile} | model={repo_relative(self.model_path)} | data={data} at "
+            f"{repo_relative(self.data_root)} "
             f"| device={self.device} | engine={self.engine}"
         )
+
+
+def repo_relative(path) -> str:
+    """``path`` relative to the repository when it lies inside it (what notebooks print), else as it is."""
+    try:
+        return str(Path(path).resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
 
 
 def _config_value(model_dir: Path, key: str):
