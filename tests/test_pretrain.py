@@ -260,3 +260,22 @@ def test_food_pool_drawn_in_processes_equals_drawing_in_order(tmp_path):
         img.save(tmp_path / "again.jpg", quality=90)
         assert foods[i]["dish"] == d.key
         assert Image.open(tmp_path / foods[i]["image"]).tobytes() == Image.open(tmp_path / "again.jpg").tobytes()
+
+
+def test_stage_table_and_freeze_flags(tmp_path):
+    from types import SimpleNamespace
+
+    from helpers.pretrain.build import stage_freeze_flags, stage_table
+
+    recipe = dict(vit_lr_mult=0, stage0_steps=10, stage0_lr=1e-3, vision_steps=20, vision_lr=3e-3, stage1_epochs=2,
+                  stage1_lr=1e-3, stage2_epochs=3, stage2_lr=5e-4)
+    info = dict(recipe=recipe, seconds=dict(data=1, stage0a=2, stage0b=3, stage1=4, stage2=5, total=15))
+    rows = stage_table(info)
+    assert [r["阶段"] for r in rows][-1] == "合计" and rows[-1]["秒"] == 15
+    assert rows[3]["训练"] == "MLP" and rows[3]["冻结"] == "InternViT + LLM"  # ViT multiplier 0: frozen
+    S = SimpleNamespace(runs_dir=tmp_path)
+    assert stage_freeze_flags(S, info) == {}  # no configs written: nothing to compare
+    (tmp_path / "pretrain").mkdir()
+    (tmp_path / "pretrain" / "stage1.py").write_text("freeze_llm = True\nfreeze_visual_encoder = True\n")
+    ((found, expected),) = stage_freeze_flags(S, info).values()
+    assert found == expected

@@ -234,3 +234,50 @@ def build_base(settings: Settings, force: bool = False, progress: bool = True) -
                     data=data, built=time.strftime("%Y-%m-%d %H:%M:%S"))
     (out / MANIFEST).write_text(json.dumps(manifest, ensure_ascii=False, indent=1), encoding="utf-8")
     return dict(manifest, skipped=False)
+
+
+def stage_table(info: dict) -> list:
+    """Notebook 02's table of the stages: what trains, what is frozen, on which data, how long (from the manifest)."""
+    r, sec = info["recipe"], info["seconds"]
+    vit_frozen = r["vit_lr_mult"] == 0  # an InternViT learning-rate multiplier of 0 in stages 1-2: frozen
+
+    def lr(v):
+        return v if vit_frozen else f"{v}（ViT ×{r['vit_lr_mult']}）"
+
+    def row(stage, train, frozen, data, steps, rate, key):
+        return {"阶段": stage, "训练": train, "冻结": frozen, "数据": data, "步数 / 轮数": steps, "学习率": rate,
+                "秒": sec[key]}
+
+    return [
+        row("画数据", "-", "-", "图形场景、菜品照片", "-", "-", "data"),
+        row("0a 语言热身", "LLM", "InternViT + MLP", "纯文本对话", f"{r['stage0_steps']} 步", r["stage0_lr"], "stage0a"),
+        row("0b 视觉热身", "InternViT", "LLM + MLP", "224 px 场景 + 菜品照片（外观标签）", f"{r['vision_steps']} 步",
+            r["vision_lr"], "stage0b"),
+        row("1 (XTuner)", "MLP" if vit_frozen else "InternViT + MLP", "InternViT + LLM" if vit_frozen else "LLM", "描述",
+            f"{r['stage1_epochs']} 轮", lr(r["stage1_lr"]), "stage1"),
+        row("2 (XTuner)", "MLP + LLM" if vit_frozen else "全部", "InternViT" if vit_frozen else "-", "指令",
+            f"{r['stage2_epochs']} 轮", lr(r["stage2_lr"]), "stage2"),
+        row("合计", "", "", "", "", "", "total"),
+    ]
+
+
+def stage_freeze_flags(settings: Settings, info: dict) -> dict:
+    """``{config path (repository-relative): (found, expected)}``: the freeze switches in the stage configs written.
+
+    Only the configs present (they are written when the stages run, not when just the model was copied).
+    """
+    import re
+
+    from helpers.settings import repo_relative
+
+    vit_frozen = str(info["recipe"]["vit_lr_mult"] == 0)
+    expected = {"stage1": {"freeze_llm": "True", "freeze_visual_encoder": vit_frozen},
+                "stage2": {"freeze_llm": "False", "freeze_visual_encoder": vit_frozen}}
+    out = {}
+    for name, flags in expected.items():
+        config = settings.runs_dir / "pretrain" / f"{name}.py"
+        if config.exists():
+            text = config.read_text(encoding="utf-8")
+            found = dict(re.findall(r"^(freeze_llm|freeze_visual_encoder) = (True|False)", text, re.M))
+            out[repo_relative(config)] = (found, flags)
+    return out
