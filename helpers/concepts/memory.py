@@ -46,8 +46,8 @@ VIT_TOKENS_PER_TILE = 1025  # (448 / 14)^2 patches + class token
 # Bytes per (token, vocabulary entry) of the loss at its peak, in the course's InternLM2 code
 # (helpers/internvl/modeling_internlm2.py, as XTuner trains it): the bf16 output of the head (2),
 # its fp32 copy kept in the model output (4), the shifted ``logits[:, :-1]`` copy the loss reads
-# (4) and the log-softmax saved for backward (4). With 2 + 4 only, the 2B estimate was 37 % under
-# the peak measured on an H200 (benchmarks/results/finetune-*.json, micro-batch 4).
+# (4) and the log-softmax saved for backward (4). With 2 + 4 only the estimate fell well under the
+# measured peak (MEASURED_PEAKS below; benchmarks/README.md).
 LOGIT_BYTES = 14
 
 

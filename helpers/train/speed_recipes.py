@@ -4,19 +4,18 @@ Every recipe here keeps what the model learns from: the global batch (8 samples 
 step), the optimizer, learning-rate schedule, LoRA and data. Only how a step is computed changes:
 the micro-batch (with the gradient accumulation that keeps the batch), whether the LLM's
 activations are recomputed in backward, the AdamW kernel, and whether the LM head's matmuls run
-through weights padded to an aligned row count (the same logits). Measured side by side by
-``benchmarks/bench_finetune.py`` at InternVL2-2B size (7-13 tiles a sample, ZeRO-2; see
-``benchmarks/README.md`` for the table):
+through weights padded to an aligned row count (the same logits).
 
-=============  ==================  =============  ============  ==================  ===========================
-recipe         micro-batch x acc.  checkpointing  LM head       samples/s vs course  nvidia-smi peak
-=============  ==================  =============  ============  ==================  ===========================
-course         4 x 2               on             as is         1.00x               36.5 GiB
-recommended    2 x 4               off            aligned       1.31x (H200)        41.5 GiB (an 80 GB card)
-lean           1 x 8               on             as is         0.82-1.01x (H100)   17.5 GiB (a 24 GB card)
-=============  ==================  =============  ============  ==================  ===========================
+=============  ==================  =============  ============  ===========================
+recipe         micro-batch x acc.  checkpointing  LM head       for
+=============  ==================  =============  ============  ===========================
+course         4 x 2               on             as is         the upstream recipe as it is
+recommended    2 x 4               off            aligned       an 80 GB card: the fastest
+lean           1 x 8               on             as is         a 24 GB card: the least memory
+=============  ==================  =============  ============  ===========================
 
-(recommended before the aligned head joined it: 1.15-1.17x on an H100, 1.18x on the H200.)
+``benchmarks/bench_finetune.py`` measures them side by side at InternVL2-2B size; the measured speed and
+memory are in ``benchmarks/README.md``.
 
 Example:
     >>> from helpers.settings import get_settings

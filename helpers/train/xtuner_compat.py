@@ -141,8 +141,8 @@ def align_lm_head(llm, multiple: int = 64) -> bool:
     The logits of the real rows are the same numbers (the extra rows are zeros and are sliced
     off before anything reads them), and so are the gradients; only the memory layout changes,
     so cuBLAS can use its aligned tensor-core kernels. InternLM2's vocabulary (92,553 rows) is
-    odd: profiled at InternVL2-2B size on an H200, the head's matmuls ran in sm75-era CUTLASS
-    kernels, ~95 ms of a ~840 ms step. XTuner's LoRA (``target_modules=None``) also wraps the
+    odd: profiled at InternVL2-2B size, the head's matmuls ran in sm75-era CUTLASS kernels, a
+    noticeable share of the step (benchmarks/README.md). XTuner's LoRA (``target_modules=None``) also wraps the
     head (it is named ``output``, not ``lm_head``), so both the frozen weight and LoRA's B
     (92,553 x r) are aligned.
 
