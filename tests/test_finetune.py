@@ -8,6 +8,7 @@ with the stock ``InternVL_V1_5_Dataset`` on a handful of drawn images.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 import zipfile
@@ -486,12 +487,14 @@ def test_crash_is_detected_although_exit_status_is_0(tiny):
 
 
 @pytest.mark.slow
-def test_interrupt_and_resume_matches_uninterrupted(trained, tiny, capsys):
+def test_interrupt_and_resume_matches_uninterrupted(trained, tiny, capsys, monkeypatch):
     work = tiny["root"] / "run-resume"
     config = _config(tiny, "run-resume")
     # Training blocks after iteration 5 (the checkpoint at 4 written, the one at 8 not yet): stopped there.
+    support = Path(__file__).resolve().parent / "support"
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(support), os.environ.get("PYTHONPATH")) if p))
     paused = config.with_name("paused.py")
-    paused.write_text(config.read_text(encoding="utf-8") + "\nfrom tests.support.pause_hook import PauseAfterIteration\n"
+    paused.write_text(config.read_text(encoding="utf-8") + "\nfrom course_pause_hook import PauseAfterIteration\n"
                       "custom_hooks = custom_hooks + [dict(type=PauseAfterIteration, iteration=5)]\n", encoding="utf-8")
     run = train_run.launch(paused, work)
     while run.poll() is None and not (run.iteration >= 5 and (work / "iter_4.pth").exists()):
