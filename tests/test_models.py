@@ -4,6 +4,7 @@ Run in both environments (transformers 4.48 / 5.x). Shared model: ``tiny_model``
 """
 from __future__ import annotations
 
+import copy
 import json
 import re
 import sys
@@ -535,7 +536,8 @@ def test_xtuner_dataset_tokenises_against_tiny_model(tiny_model_dir, tmp_path):
     record = {"image": "a.jpg", "conversations": [{"from": "human", "value": QUESTION + "\n<image>"},
                                                    {"from": "gpt", "value": "川菜，图中的菜是麻婆豆腐"}]}
     (tmp_path / "train.json").write_text(json.dumps([record], ensure_ascii=False))
-    ds = InternVL_V1_5_Dataset(str(tiny_model_dir), PROMPT_TEMPLATE.internlm2_chat, str(tmp_path / "train.json"),
+    template = copy.deepcopy(PROMPT_TEMPLATE.internlm2_chat)  # the dataset edits it; XTuner's own stays as it is
+    ds = InternVL_V1_5_Dataset(str(tiny_model_dir), template, str(tmp_path / "train.json"),
                                image_folders=str(tmp_path), max_length=8192)
     item = ds[0]
     tok = transformers.AutoTokenizer.from_pretrained(str(tiny_model_dir), trust_remote_code=True)
