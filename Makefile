@@ -85,9 +85,9 @@ $(REPLICA)/replica_build.json: $(VENV_L)/.installed helpers/replica.py $(wildcar
 	$(PY_L) -m helpers.replica --out $(REPLICA) --force
 
 data: $(LLAVA)/train.json
-$(SYNTH)/sivqa_tidy.json: $(VENV_L)/.installed helpers/synth.py helpers/foods.py
-	$(PY_L) -m helpers.synth --out $(SYNTH)
-$(LLAVA)/train.json: $(SYNTH)/sivqa_tidy.json helpers/data.py
+$(SYNTH)/sivqa_tidy.json: $(VENV_L)/.installed helpers/data/synth.py helpers/foods.py
+	$(PY_L) -m helpers.data.synth --out $(SYNTH)
+$(LLAVA)/train.json: $(SYNTH)/sivqa_tidy.json helpers/data/llava.py
 	$(PY_L) -m helpers.data convert --sivqa $(SYNTH)/sivqa_tidy.json --images $(SYNTH) --out $(LLAVA)
 
 # ---- running the course ---------------------------------------------------------------------
@@ -110,7 +110,7 @@ lab: setup
 	$(VENV_L)/bin/jupyter lab --ip 127.0.0.1 --port 8888 --no-browser notebooks/
 
 webui: setup
-	$(PY_L) -m helpers.webui
+	$(PY_L) -m helpers.serve.webui
 
 # ---- tests ----------------------------------------------------------------------------------
 test: setup test-unit test-notebooks

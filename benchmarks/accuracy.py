@@ -6,7 +6,7 @@ between engines (LMDeploy's PyTorch engine vs the model's own transformers code)
 where a model was trained (CPU vs GPU) can be told apart, and adds a w4a16 (AWQ) copy of a
 model, made with LMDeploy's ``auto_awq`` calibrated offline on course text
 (``bench_serving.quantize_awq``), served by LMDeploy next to its bf16 original. Every model is
-served with the system prompt it was trained with (``helpers.evaluate.trained_system_prompt``).
+served with the system prompt it was trained with (``helpers.evaluate.evaluation.trained_system_prompt``).
 
 Unlike the speed benchmarks this one runs on the tiny checkpoints the notebooks train, whose
 answers mean something: the goal checked is w4a16 accuracy within 2 points of bf16.
@@ -47,7 +47,7 @@ def parse_models(specs, settings) -> dict:
                 raise SystemExit(f"--model {spec!r}: expected NAME=PATH")
             out[name] = Path(path)
         return out
-    from helpers.runs import latest_run
+    from helpers.train.runs import latest_run
 
     try:
         run = latest_run(settings)
@@ -123,9 +123,9 @@ def dequantize_checkpoint(awq_dir: Path, out_dir: Path, dtype: str = "bfloat16")
 
 
 def score(model_dir: Path, engine: str, items, settings, batch_size: int) -> dict:
-    """Evaluate one model directory with one engine (``helpers.evaluate.evaluate_model``); a results-table row."""
-    from helpers.deploy import weight_format
-    from helpers.evaluate import evaluate_model, trained_system_prompt
+    """Evaluate one model directory with one engine (``helpers.evaluate.evaluation.evaluate_model``); a results-table row."""
+    from helpers.serve.pipeline import weight_format
+    from helpers.evaluate.evaluation import evaluate_model, trained_system_prompt
 
     prompt = trained_system_prompt(model_dir)
     t0 = time.perf_counter()
@@ -154,7 +154,7 @@ def main(argv=None) -> int:
     ap.add_argument("--smoke", action="store_true", help="CPU: 8 questions, transformers only, no w4a16")
     args = ap.parse_args(argv)
 
-    from helpers.evaluate import load_split
+    from helpers.evaluate.items import load_split
 
     models = parse_models(args.model, S)
     for name, path in models.items():

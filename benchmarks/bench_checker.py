@@ -2,7 +2,7 @@
 
 Builds (in a temp dir) a 10,000-record LLaVA file whose records share 2,000 JPEGs of phone
 sizes (4032x3024, 3024x4032, 1920x1440, 1600x1200, ...), then runs
-:func:`helpers.checks.check_llava` with 1 worker and with all cores, first as shipped (JPEGs
+:func:`helpers.data.checks.check_llava` with 1 worker and with all cores, first as shipped (JPEGs
 with an end marker are not decoded) and then with ``always_decode=True`` (every JPEG decoded in
 draft mode). Every run includes the sequence-length check against ``max_length`` with the
 course's tokenizer (``settings.model_path``; every answer differs, so nothing is tokenized only
@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from helpers.checks import LengthCheck, check_llava  # noqa: E402
+from helpers.data.checks import LengthCheck, check_llava  # noqa: E402
 from helpers.settings import get_settings  # noqa: E402
 
 # (width, height, share of the images): mostly mid-size shares, some full 12 MP phone frames.

@@ -3,8 +3,8 @@
 Every recipe trains the same InternVL2-2B-shaped random checkpoint (``make_2b_checkpoint.py``)
 on the same synthetic LLaVA set: FoodieQA-like phone photos (4032x3024, 3024x4032, 16:9, 1:1,
 3:2 ... -> 7-13 tiles of 448 px) with one question and a fixed-length answer each. Each recipe
-is ``xtuner train CONFIG --deepspeed deepspeed_zero2`` (helpers.finetune.launch) on a config
-from helpers.finetune / helpers.xtuner_config_template (full profile: the upstream LoRA recipe,
+is ``xtuner train CONFIG --deepspeed deepspeed_zero2`` (helpers.train.train_run.launch) on a config
+from helpers.train.finetune / helpers.train.xtuner_config (full profile: the upstream LoRA recipe,
 r 128, batch 4 x accumulation 2, max_length 8192), limited to ``--iters`` iterations with no
 checkpoints; the recipes differ only by the overrides appended to the config:
 
@@ -44,8 +44,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import (PHOTO_SIZES, environment, matmul_tflops, need_cuda, print_table,  # noqa: E402
                                synthetic_photos, write_results)
-from helpers.architecture import count_parameters  # noqa: E402
-from helpers.memory import VIT_TOKENS_PER_TILE, lora_parameters  # noqa: E402
+from helpers.concepts.architecture import count_parameters  # noqa: E402
+from helpers.concepts.memory import VIT_TOKENS_PER_TILE, lora_parameters  # noqa: E402
 from helpers.settings import XTUNER_SYSTEM_PROMPT, get_settings  # noqa: E402
 from helpers.tiling import tile_count  # noqa: E402
 
@@ -53,22 +53,24 @@ COURSE_JOB_ITERS = 640  # the upstream course's job: 640 iterations of 4 samples
 ANSWER = "这道菜是四川的麻婆豆腐，用豆腐、牛肉末、豆瓣酱和花椒做成，麻辣鲜香，是川菜的代表菜之一。"
 QUESTION = "图片中的食物叫什么名字？属于哪个菜系？\n<image>"
 
-_NO_LLM_CHECKPOINTING = """
-# The LLM's activation checkpointing off (XTuner's InternVL_V1_5 turns it on unconditionally, twice:
-# the course model class switches it off after both). Memory then grows with the micro-batch
-# (measured on an 80 GB H100: micro-batch 2 47 GiB, 4 75 GiB, 8 out of memory).
-model['activation_checkpointing'] = False
-"""
+# upstream, recommended and lean ARE helpers.train.speed_recipes' "course", "recommended" and "lean" (built
+# from them below, never copied); the rest are ablations, written as the same settings fields.
+def _speed_recipe(name: str) -> dict:
+    """A speed recipe of the course (helpers.train.speed_recipes) as this benchmark's row."""
+    from helpers.train.speed_recipes import speed_settings
 
-# upstream, recommended and lean are helpers.speed_recipes' "course", "recommended" and "lean"
-# (tests/test_finetune.py checks they agree); the rest are ablations.
+    S = speed_settings(get_settings("full"), name)
+    return dict(batch=S.batch_size, accum=S.accumulative_counts, workers=4, fused=S.fused_adamw,
+                checkpointing=S.llm_activation_checkpointing, aligned=S.aligned_lm_head)
+
+
 RECIPES = {
-    "upstream": dict(batch=4, accum=2, workers=4, fused=False, checkpointing=True),
-    "recommended": dict(batch=2, accum=4, workers=4, fused=True, checkpointing=False, aligned=True),
-    "lean": dict(batch=1, accum=8, workers=4, fused=False, checkpointing=True),
+    "upstream": _speed_recipe("course"),
+    "recommended": _speed_recipe("recommended"),
+    "lean": _speed_recipe("lean"),
     # upstream with only the LLM's activation checkpointing off: what the recompute alone costs
     "no_checkpointing": dict(batch=4, accum=2, workers=4, fused=False, checkpointing=False),
-    # without checkpointing at micro-batch 8 (OOM on an 80 GB H100) and 1
+    # without checkpointing at micro-batch 8 (out of memory on an 80 GB H100) and 1
     "no_checkpointing_b8": dict(batch=8, accum=1, workers=8, fused=True, checkpointing=False),
     "no_checkpointing_b1": dict(batch=1, accum=8, workers=4, fused=True, checkpointing=False),
     # the LM head (92,553 rows, odd) through weights padded to 64 rows: same logits, aligned matmuls
@@ -76,6 +78,13 @@ RECIPES = {
     # the recommended recipe as measured before the aligned head joined it
     "recommended_unaligned": dict(batch=2, accum=4, workers=4, fused=True, checkpointing=False),
 }
+
+
+def recipe_settings(S, r: dict, smoke: bool):
+    """The course settings with a recipe's knobs: the course's renderer writes them into the config."""
+    return S.replace(batch_size=r["batch"], accumulative_counts=r["accum"], llm_activation_checkpointing=r["checkpointing"],
+                     fused_adamw=r["fused"] and not smoke, aligned_lm_head=bool(r.get("aligned")),
+                     dataloader_num_workers=0 if smoke else r["workers"])
 
 
 def make_dataset(root, n_records: int, n_images: int, seed: int = 0, sizes=PHOTO_SIZES) -> Path:
@@ -138,9 +147,11 @@ def flops_per_sample(config: dict, tokens: float, tiles: float, lora_r: int, che
 
 
 def overrides(name: str, r: dict, iters: int, smoke: bool, profile: int = 0) -> str:
-    """The config text appended to the rendered course config for recipe ``name``.
+    """The benchmark's own config lines, appended to the course config rendered for the recipe.
 
-    ``profile`` > 0 adds :class:`helpers.profiling.StepProfilerHook` over the last ``profile``
+    Only what a benchmark run needs (a fixed number of iterations, a log line per iteration, no
+    checkpoints, pinned dataloader memory); the recipe's knobs come from :func:`recipe_settings`.
+    ``profile`` > 0 adds :class:`helpers.train.profiling.StepProfilerHook` over the last ``profile``
     iterations (they are left out of the timing median).
     """
     lines = [f"\n# ---- bench_finetune.py: recipe '{name}' ({iters} iterations, no checkpoints) ----",
@@ -149,34 +160,24 @@ def overrides(name: str, r: dict, iters: int, smoke: bool, profile: int = 0) -> 
              f"default_hooks['checkpoint']['interval'] = {iters * 100}",
              "default_hooks['checkpoint']['save_last'] = False",
              "custom_hooks = []  # DatasetInfoHook only prints a decoded sample",
-             *([f"from helpers.profiling import StepProfilerHook",
+             *([f"from helpers.train.profiling import StepProfilerHook",
                 f"custom_hooks.append(dict(type=StepProfilerHook, start={iters - profile}, iters={profile}))"]
-               if profile else []),
-             f"train_dataloader['batch_size'] = {r['batch']}",
-             f"train_dataloader['sampler']['per_device_batch_size'] = {r['batch'] * r['accum']}",
-             f"optim_wrapper['accumulative_counts'] = {r['accum']}",
-             f"train_dataloader['num_workers'] = {0 if smoke else r['workers']}"]
+               if profile else [])]
     if r["workers"] and not smoke:
         lines += ["train_dataloader['pin_memory'] = True", "train_dataloader['persistent_workers'] = True"]
-    if r["fused"] and not smoke:
-        lines.append("optim_wrapper['optimizer']['fused'] = True  # one kernel for all AdamW updates")
-    text = "\n".join(lines) + "\n"
-    if not r["checkpointing"]:
-        text += _NO_LLM_CHECKPOINTING
-    if r.get("aligned"):
-        text += "model['aligned_lm_head'] = True  # helpers.xtuner_compat.align_lm_head\n"
-    return text
+    return "\n".join(lines) + "\n"
 
 
 def write_recipe_config(name: str, r: dict, S, model_path: Path, train_json: Path, runs: Path, iters: int,
                         smoke: bool, profile: int = 0) -> tuple:
-    """Render the course config for ``S`` and append recipe ``name``'s overrides.
+    """Render the course config for ``S`` with recipe ``name``'s knobs, and append the benchmark's lines.
 
     Returns:
         (config path, work dir).
     """
-    from helpers.xtuner_config_template import Recipe, write_config
+    from helpers.train.xtuner_config import Recipe, write_config
 
+    S = recipe_settings(S, r, smoke)
     recipe = Recipe.from_settings(S, n_train=len(json.loads(train_json.read_text(encoding="utf-8"))))
     recipe = dataclasses.replace(recipe, log_interval=1, save_steps=iters * 100)
     work_dir = runs / name
@@ -200,7 +201,8 @@ def run_recipe(name: str, config: Path, work_dir: Path, deepspeed: str | None, w
     """Launch one recipe, wait, and read its per-iteration log."""
     import shutil
 
-    from helpers.finetune import iteration_times, launch, read_log
+    from helpers.train.logs import iteration_times, read_log
+    from helpers.train.train_run import launch
     from helpers.gpu import GpuMonitor
 
     if work_dir.exists():
@@ -232,7 +234,7 @@ def run_recipe(name: str, config: Path, work_dir: Path, deepspeed: str | None, w
 def _read_profile(work_dir: Path, profile: int) -> dict:
     if not profile:
         return {}
-    from helpers.profiling import format_summary
+    from helpers.train.profiling import format_summary
 
     path = work_dir / "profile.json"
     if not path.is_file():

@@ -42,8 +42,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import (copy_bandwidth, environment, need_cuda, print_table, ratio,  # noqa: E402
                                synthetic_photos, write_results)
-from helpers.architecture import count_parameters  # noqa: E402
-from helpers.memory import kv_cache_bytes_per_token  # noqa: E402
+from helpers.concepts.architecture import count_parameters  # noqa: E402
+from helpers.concepts.memory import kv_cache_bytes_per_token  # noqa: E402
 from helpers.settings import INTERNVL2_SYSTEM_PROMPT, get_settings  # noqa: E402
 
 # The project's recommended PytorchEngineConfig for InternVL2-2B on one 80 GB card: a KV cache
@@ -194,7 +194,7 @@ def profile_stream(pipe, prompt, gen) -> dict:
     """
     import torch
 
-    from helpers.profiling import format_summary, summarize
+    from helpers.train.profiling import format_summary, summarize
 
     acts = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
     n = 0
@@ -221,20 +221,18 @@ def run_lmdeploy(model_path: Path, requests: list, new_tokens: int, batch1_n: in
     import torch
     from PIL import Image
 
-    from helpers.deploy import internvl2_chat_template
-    from helpers.model_dir import runnable_dir
+    from helpers.serve.pipeline import make_pipeline
 
     lmdeploy = _lmdeploy()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     knobs = dict(knobs)
-    extra = {}
-    if "vision_max_batch_size" in knobs:
-        extra["vision_config"] = lmdeploy.VisionConfig(max_batch_size=int(knobs.pop("vision_max_batch_size")))
+    vision = {"max_batch_size": int(knobs.pop("vision_max_batch_size"))} if "vision_max_batch_size" in knobs else None
     free_before = torch.cuda.mem_get_info()[0] / 2**30
     t0 = time.perf_counter()
-    pipe = lmdeploy.pipeline(str(runnable_dir(model_path)), backend_config=lmdeploy.PytorchEngineConfig(**knobs),
-                             chat_template_config=internvl2_chat_template(INTERNVL2_SYSTEM_PROMPT),
-                             trust_remote_code=True, **extra)
+    # The course's pipeline; the variant's knobs replace its engine fields (LMDeploy's defaults for the rest:
+    # cache_max_entry_count falls back to LMDeploy's 0.8 as before, not the course setting).
+    knobs.setdefault("cache_max_entry_count", 0.8)
+    pipe = make_pipeline(model_path, "lmdeploy", system_prompt=INTERNVL2_SYSTEM_PROMPT, engine_options=knobs,
+                         vision_options=vision)
     build_s = time.perf_counter() - t0
     used_gib = free_before - torch.cuda.mem_get_info()[0] / 2**30
     images = {p: Image.open(p).convert("RGB") for _, p in requests}
@@ -278,7 +276,7 @@ def run_lmdeploy(model_path: Path, requests: list, new_tokens: int, batch1_n: in
         gc.collect()
         torch.cuda.empty_cache()
     dec = statistics.median(decode)
-    return dict(engine="lmdeploy", variant=name, knobs=knobs | {k: str(v) for k, v in extra.items()},
+    return dict(engine="lmdeploy", variant=name, knobs=knobs | ({"vision_config": str(vision)} if vision else {}),
                 load_s=round(build_s, 1), prompt_tokens=prompt_len, gpu_used_gib=round(used_gib, 1),
                 b1_requests=batch1_n, b1_tok_s=round(b1_tokens / b1_sec, 1), b1_req_s=round(batch1_n / b1_sec, 3),
                 batch=len(prompts), bN_tok_s=round(bN_tokens / bN_sec, 1), bN_req_s=round(len(prompts) / bN_sec, 2),
@@ -290,10 +288,10 @@ def run_lmdeploy(model_path: Path, requests: list, new_tokens: int, batch1_n: in
 def calibration_text(path) -> Path:
     """Write a calibration text file from the course's own text (questions, dish names, notes).
 
-    The text is the tokenizer corpus of :func:`helpers.models.tokenizer_corpus` plus the
+    The text is the tokenizer corpus of :func:`helpers.tokenizer.tokenizer_corpus` plus the
     questions and answers of the LLaVA training file when ``make data`` has run.
     """
-    from helpers.models import tokenizer_corpus
+    from helpers.tokenizer import tokenizer_corpus
 
     S = get_settings()
     parts = list(tokenizer_corpus())

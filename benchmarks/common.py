@@ -7,7 +7,7 @@
 * :func:`write_results`: ``benchmarks/results/<name>-<date>-<card>.json``.
 * :func:`print_table`: a Markdown table of result rows.
 * :func:`synthetic_photos`: FoodieQA-like phone photos (sizes and aspect ratios that tile to
-  7-13 448 px tiles), drawn with :func:`helpers.synth_draw.draw_photo`.
+  7-13 448 px tiles), drawn with :func:`helpers.data.synth_draw.draw_photo`.
 
 Example:
     >>> from benchmarks.common import print_table
@@ -215,7 +215,7 @@ def synthetic_photos(out_dir, n: int, seed: int = 0, sizes=PHOTO_SIZES, quality:
     from PIL import Image
 
     from helpers.foods import DISHES
-    from helpers.synth_draw import draw_photo
+    from helpers.data.synth_draw import draw_photo
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

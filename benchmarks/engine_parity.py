@@ -77,24 +77,15 @@ def lmdeploy_logprobs(pipe, prompts, k: int = 5) -> list:
 
 
 def lmdeploy_pipeline(model: Path, system_prompt: str | None):
-    """The course's LMDeploy pipeline (helpers.deploy's settings and chat template) with log-probs on.
+    """The course's LMDeploy pipeline (helpers.serve.pipeline's settings and chat template) with log-probs on.
 
     LMDeploy 0.18 returns no log-probs unless the engine is built with ``logprobs_mode``.
     """
-    import lmdeploy
+    from helpers.serve.pipeline import make_pipeline
 
-    from helpers.deploy import internvl2_chat_template
-
-    from helpers.deploy import _keep_images_first
-
-    S = get_settings()
-    backend = lmdeploy.PytorchEngineConfig(session_len=S.session_len, cache_max_entry_count=S.cache_max_entry_count,
-                                           logprobs_mode="raw_logprobs")
-    pipe = lmdeploy.pipeline(str(runnable_dir(model)), backend_config=backend, trust_remote_code=True,
-                             chat_template_config=internvl2_chat_template(system_prompt) if system_prompt else None)
-    if os.environ.get("PARITY_TEXT_FIRST") != "1":  # LMDeploy's own (text, image) order: set it to see the difference
-        _keep_images_first(pipe)
-    return pipe
+    # LMDeploy's own (text, image) order: PARITY_TEXT_FIRST=1 shows the difference.
+    return make_pipeline(model, "lmdeploy", system_prompt=system_prompt, engine_options={"logprobs_mode": "raw_logprobs"},
+                         images_first=os.environ.get("PARITY_TEXT_FIRST") != "1")
 
 
 def _find_module_with(root, attr: str, prefix: str = "lmdeploy.", limit: int = 200000):
@@ -132,8 +123,8 @@ def vision_features(model: Path, images) -> list:
     """
     import torch
 
-    from helpers.deploy import TransformersEngine
-    from helpers.evaluate import close_engine, trained_system_prompt
+    from helpers.serve.cpu_engine import TransformersEngine
+    from helpers.evaluate.evaluation import close_engine, trained_system_prompt
 
     eng = TransformersEngine(model, system_prompt=trained_system_prompt(model))
     from helpers.tiling import to_pixel_values
@@ -144,7 +135,7 @@ def vision_features(model: Path, images) -> list:
         ours_on_ours = [eng.model.extract_feature(p.to(eng.device, eng.dtype)).float().cpu() for p in ours_pixels]
     pipe = lmdeploy_pipeline(model, trained_system_prompt(model))
     try:
-        vl = getattr(getattr(pipe, "async_engine", pipe), "vl_encoder").model  # as helpers.deploy finds it
+        vl = getattr(getattr(pipe, "async_engine", pipe), "vl_encoder").model  # as helpers.serve.pipeline finds it
         lm_pixels = [vl.preprocess([{"role": "user", "content": [{"type": "image", "data": img}]}])[-1]["content"][0]
                      ["pixel_values"] for img in images]
         lm_model = _find_module_with(pipe, "extract_feature")
@@ -185,8 +176,8 @@ def compare(tf: dict, lm: dict) -> dict:
 
 
 def run_model(model: Path, items, n_answer: int, label: str) -> list:
-    from helpers.deploy import TransformersEngine
-    from helpers.evaluate import close_engine, trained_system_prompt
+    from helpers.serve.cpu_engine import TransformersEngine
+    from helpers.evaluate.evaluation import close_engine, trained_system_prompt
 
     from helpers.tiling import load_image
 
@@ -232,12 +223,12 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if not need_cuda("LMDeploy"):
         return 0
-    from helpers.evaluate import load_split
+    from helpers.evaluate.items import load_split
 
     if args.model:
         model = Path(args.model)
     else:
-        from helpers.runs import latest_run
+        from helpers.train.runs import latest_run
 
         model = Path(latest_run(S)["merged"])
     items = load_split(S.llava_dir / "val.json", S.data_root, limit=args.n)

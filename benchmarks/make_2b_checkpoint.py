@@ -1,6 +1,6 @@
 """Build an InternVL2-2B-shaped checkpoint with random weights, for speed benchmarks only.
 
-Shapes are InternVL2-2B's (``helpers.architecture.REFERENCE_CONFIGS["InternVL2-2B"]``):
+Shapes are InternVL2-2B's (``helpers.reference_configs.REFERENCE_CONFIGS["InternVL2-2B"]``):
 InternViT-300M-448px (24 layers, hidden 1024, 16 heads, MLP 4096) + InternLM2-1.8B (24 layers,
 hidden 2048, 16 heads / 8 KV heads, MLP 8192, vocabulary 92,553), max_dynamic_patch 12, bf16,
 2.21 B parameters. The model code is the project's own (:mod:`helpers.internvl`, saved as
@@ -30,7 +30,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from helpers.architecture import REFERENCE_CONFIGS, count_parameters  # noqa: E402
+from helpers.reference_configs import REFERENCE_CONFIGS  # noqa: E402
+from helpers.concepts.architecture import count_parameters
 from helpers.models import copy_remote_code, tiny_config  # noqa: E402
 from helpers.settings import get_settings  # noqa: E402
 

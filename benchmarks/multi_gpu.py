@@ -7,18 +7,18 @@ Parts (default N = 2, run in this order):
   random checkpoint (``make_2b_checkpoint.py``), the training photos and the serving photos.
 * ``2b``: the upstream LoRA recipe (batch 4 x accumulation 2 on one GPU, re-split to 4 x 1 on two:
   the same global batch) on the 2B-shaped checkpoint with ``xtuner train CONFIG --deepspeed
-  deepspeed_zero2``, once on one GPU and once with ``NPROC_PER_NODE=N`` (helpers.finetune.launch).
+  deepspeed_zero2``, once on one GPU and once with ``NPROC_PER_NODE=N`` (helpers.train.train_run.launch).
   Every sample is a 4032x3024 phone photo (13 tiles), so every step carries the same work.
   Measured: samples/s from the median step time after ``--warmup`` steps, the scaling ratio
   (goal >= 1.7x on 2 GPUs), PyTorch's peak memory (mmengine's log, rank 0) and nvidia-smi's peak
-  per card, against :func:`helpers.memory.training_memory`'s prediction.
-* ``serve``: LMDeploy's PyTorch engine (helpers.deploy.make_pipeline) on the 2B-shaped checkpoint
+  per card, against :func:`helpers.concepts.memory.training_memory`'s prediction.
+* ``serve``: LMDeploy's PyTorch engine (helpers.serve.pipeline.make_pipeline) on the 2B-shaped checkpoint
   with tp=1, then tp=N: a 2-turn image chat with each, and output tokens/s of ``--requests``
   requests (one 448 px photo each) with exactly ``--new-tokens`` new tokens, the median of
   ``--rounds`` timed rounds after a warm-up round.
 * ``tiny``: the course's LoRA fine-tune of ``internvl2-tiny`` (tiny profile, a slice of the
   course's LLaVA set, one epoch) with ``--deepspeed deepspeed_zero2`` on one GPU and on N; the
-  N-GPU checkpoint is converted (helpers.finetune.convert) and the result loaded on CUDA with
+  N-GPU checkpoint is converted (helpers.train.convert.convert) and the result loaded on CUDA with
   transformers for a one-image chat.
 
 XTuner (transformers 4.48) and LMDeploy (transformers 5.17) cannot share a process, so each part
@@ -57,6 +57,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import RESULTS_DIR, print_table, ratio, write_results  # noqa: E402
+from helpers.procs import stop_group  # noqa: E402
 
 PARTS = ("prepare", "2b", "serve", "tiny")
 PART_ENV = {"prepare": "lmdeploy", "2b": "xtuner", "serve": "lmdeploy", "tiny": "xtuner"}
@@ -191,16 +192,7 @@ def run_step(step: dict, state_file: Path, timeout: float, log) -> dict:
         proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         timed_out = True
-        for sig, grace in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
-            try:
-                os.killpg(proc.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                proc.wait(timeout=grace)
-                break
-            except subprocess.TimeoutExpired:
-                continue
+        stop_group(proc, timeout=30)
     reader.join(timeout=10)
     return dict(rc=proc.returncode, seconds=round(time.perf_counter() - started, 1), timed_out=timed_out)
 
@@ -308,8 +300,9 @@ def zero_stage(deepspeed: str) -> int:
 
 
 def _train(config, work_dir, gpus: int, deepspeed: str, need_checkpoint: bool, rec: "_Record") -> tuple:
-    """``xtuner train`` on ``gpus`` GPUs (helpers.finetune.launch) under an nvidia-smi monitor."""
-    from helpers.finetune import launch, read_log
+    """``xtuner train`` on ``gpus`` GPUs (helpers.train.train_run.launch) under an nvidia-smi monitor."""
+    from helpers.train.train_run import launch
+    from helpers.train.logs import read_log
     from helpers.gpu import GpuMonitor
 
     if Path(work_dir).exists():
@@ -354,7 +347,7 @@ def part_prepare(st: dict, rec: _Record):
     train = S.llava_dir / "train.json"
     if "tiny" in parts and not train.is_file():
         if not S.sivqa_file.is_file():
-            subprocess.run([sys.executable, "-m", "helpers.synth", "--out", str(S.data_root), "--per-dish",
+            subprocess.run([sys.executable, "-m", "helpers.data.synth", "--out", str(S.data_root), "--per-dish",
                             str(st["per_dish"])], check=True, cwd=str(ROOT))
         subprocess.run([sys.executable, "-m", "helpers.data", "convert", "--sivqa", str(S.sivqa_file), "--images",
                         str(S.data_root), "--out", str(S.llava_dir)], check=True, cwd=str(ROOT))
@@ -385,8 +378,8 @@ def part_2b(st: dict, rec: _Record):
     """1 GPU vs N GPUs, DeepSpeed ZeRO-2, upstream recipe, 2B-shaped checkpoint."""
     from benchmarks.bench_finetune import RECIPES, check_config, sample_shape, write_recipe_config
     from benchmarks.common import environment
-    from helpers.finetune import split_batch
-    from helpers.memory import training_memory
+    from helpers.train.xtuner_config import split_batch
+    from helpers.concepts.memory import training_memory
     from helpers.settings import get_settings
 
     model_2b, work, n = Path(st["model_2b"]), Path(st["work"]), st["gpus"]
@@ -411,7 +404,7 @@ def part_2b(st: dict, rec: _Record):
         row = dict(gpus=gpus, batch_per_gpu=batch, accum=accum, global_batch=batch * accum * gpus, config=str(cfg))
         print(f"[2b] {gpus} GPU(s): batch {batch} x accumulation {accum} per GPU, {st['iters']} steps")
         rows, _, mon, wall, run = _train(cfg, work_dir, gpus, st["deepspeed"], need_checkpoint=False, rec=rec)
-        from helpers.finetune import iteration_times
+        from helpers.train.logs import iteration_times
 
         times = iteration_times(rows)[st["warmup"]:]  # mmengine logs a 10-iteration moving average
         mem = [r["memory"] for r in rows if r.get("memory") is not None]
@@ -447,11 +440,12 @@ def part_serve(st: dict, rec: _Record):
 
     from benchmarks.bench_serving import make_requests
     from benchmarks.common import environment
-    from helpers.deploy import _need, make_pipeline, tp_executor_backend
+    from helpers.env import need
+    from helpers.serve.pipeline import make_pipeline, tp_executor_backend
     from helpers.gpu import gpu_snapshot
     from helpers.settings import INTERNVL2_SYSTEM_PROMPT, get_settings
 
-    lmdeploy = _need("lmdeploy")
+    lmdeploy = need("lmdeploy")
     model_2b, n = Path(st["model_2b"]), st["gpus"]
     S = get_settings()
     requests = make_requests(st["requests"], Path(st["work"]) / "serving-photos")
@@ -533,7 +527,8 @@ def api_server_check(model_dir: Path, tp: int, image: str, work: Path, settings)
     """``lmdeploy serve api_server --tp N``: start it, ask one image question with the openai client, stop."""
     import openai
 
-    from helpers.deploy import ApiServer, image_data_url
+    from helpers.serve.api_server import ApiServer
+    from helpers.serve.client import image_data_url
 
     server = ApiServer(model_dir, port=0, tp=tp, log_path=work / f"api_server-tp{tp}.log", settings=settings)
     out = dict(tp=tp, command=" ".join(server.command[1:]), log=str(server.log_path))
@@ -563,11 +558,12 @@ def part_tiny(st: dict, rec: _Record):
     import torch
 
     from benchmarks.common import environment
-    from helpers.finetune import convert, sizes, split_batch, write_config
+    from helpers.train.convert import convert, sizes
+    from helpers.train.xtuner_config import split_batch, write_config
     from helpers.models import load_model
     from helpers.settings import get_settings
     from helpers.tiling import load_image, to_pixel_values
-    from helpers.xtuner_config_template import Recipe
+    from helpers.train.xtuner_config import Recipe
 
     n, work = st["gpus"], Path(st["work"]) / "tiny"
     S = get_settings("tiny", max_epochs=1, dataloader_num_workers=2)

@@ -8,7 +8,7 @@ bounded in sessions, turns and seconds and stop by themselves.
 
 Usage (against a running UI, or let the script start and stop one):
 
-    python -m helpers.webui --model artifacts/models/internvl2-tiny --port 7860 &
+    python -m helpers.serve.webui --model artifacts/models/internvl2-tiny --port 7860 &
     python benchmarks/webui_load.py --url http://127.0.0.1:7860/
     python benchmarks/webui_load.py --start --quick          # CI: < 2 min on a 2-core CPU, tiny model
     python benchmarks/webui_load.py --start --engine lmdeploy --model artifacts/models/internvl2-tiny \
@@ -33,6 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from helpers.procs import stop_group  # noqa: E402
 from helpers.settings import get_settings  # noqa: E402
 
 
@@ -110,7 +111,7 @@ class Session(threading.Thread):
 
 
 def _start_ui(model, port, engine, log_path):
-    cmd = [sys.executable, "-m", "helpers.webui", "--host", "127.0.0.1", "--port", str(port)]
+    cmd = [sys.executable, "-m", "helpers.serve.webui", "--host", "127.0.0.1", "--port", str(port)]
     cmd += ["--model", str(model)] if model else []
     cmd += ["--engine", engine] if engine else []
     log = open(log_path, "wb")
@@ -146,7 +147,7 @@ def main(argv=None) -> int:
     S = get_settings()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default=None, help=f"running UI (default http://127.0.0.1:{S.webui_port}/)")
-    parser.add_argument("--start", action="store_true", help="start `python -m helpers.webui` here and stop it after")
+    parser.add_argument("--start", action="store_true", help="start `python -m helpers.serve.webui` here and stop it after")
     parser.add_argument("--model", default=None, help="model for --start (default: settings.model_path)")
     parser.add_argument("--engine", default=None, choices=("lmdeploy", "transformers"), help="engine for --start")
     parser.add_argument("--sessions", type=int, default=16)
@@ -169,7 +170,7 @@ def main(argv=None) -> int:
     started_s = None
     try:
         if args.start:
-            from helpers.deploy import free_port
+            from helpers.serve.api_server import free_port
 
             port = free_port()
             url = f"http://127.0.0.1:{port}/"
@@ -197,11 +198,7 @@ def main(argv=None) -> int:
         hung = [s.name for s in sessions if s.is_alive()]
     finally:
         if proc is not None:
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(timeout=20)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                os.killpg(proc.pid, signal.SIGKILL)
+            stop_group(proc)
             log.close()
 
     latencies = [x for s in sessions for x in s.latencies]
@@ -209,7 +206,7 @@ def main(argv=None) -> int:
                                                                            for h in hung]
     leaks = [f"{s.name}: {x}" for s in sessions for x in s.leaks]
     turns_done = sum(s.done_turns for s in sessions)
-    # The UI prints "engine: X; models: [...]; concurrency N" when it starts (helpers.webui.main).
+    # The UI prints "engine: X; models: [...]; concurrency N" when it starts (helpers.serve.webui.main).
     served = re.search(r"engine: (\w+);.*concurrency (\d+)",
                        server_log.read_text(errors="replace") if server_log.is_file() else "")
     summary = {

@@ -2,7 +2,7 @@
 
 Each :class:`Dish` carries the fields FoodieQA's ``food_meta`` has (name, cuisine
 = ``food_type``, main ingredients) plus an English name and a short description of what
-makes the dish recognisable, which the drawing code (:mod:`helpers.synth`) turns into
+makes the dish recognisable, which the drawing code (:mod:`helpers.data.synth`) turns into
 shapes and colours and the tokenizer and captions reuse as text.
 
 Example:

@@ -4,7 +4,7 @@
 notebook says nothing about it. :class:`GpuMonitor` polls ``nvidia-smi`` (what the card really
 holds: weights, activations, optimizer state, the CUDA context and the allocator's cache)
 while training runs and keeps the peak; mmengine's own ``memory`` column in the training log
-(:func:`helpers.finetune.read_log`) is PyTorch's peak allocation, which is lower.
+(:func:`helpers.train.logs.read_log`) is PyTorch's peak allocation, which is lower.
 
 Example:
     >>> with GpuMonitor() as mon:          # doctest: +SKIP
@@ -146,7 +146,7 @@ class GpuMonitor:
 
 
 def wait_with_monitor(run, interval: float = 1.0, progress: bool = True) -> tuple:
-    """``run.wait()`` of a :class:`helpers.finetune.TrainRun` while a :class:`GpuMonitor` samples.
+    """``run.wait()`` of a :class:`helpers.train.train_run.TrainRun` while a :class:`GpuMonitor` samples.
 
     Returns:
         ``(exit status, monitor)``.

@@ -247,3 +247,8 @@ def describe(path) -> str:
         return f"模型代码：检查点自带的（如 OpenGVLab 发布的），transformers {version} 可以运行它"
     return (f"模型代码：检查点自带的代码不能在 transformers {version} 上运行，改用课程自己的实现"
             f"（参数名与 logits 相同）；权重、config 与 tokenizer 仍是检查点自己的")
+
+
+def write_json(path, data) -> None:
+    """Write a checkpoint's JSON file (config.json, tokenizer_config.json, ...) the way the course writes them all."""
+    Path(path).write_text(json.dumps(data, ensure_ascii=False, indent=2, sort_keys=True) + "\n", encoding="utf-8")

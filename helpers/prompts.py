@@ -17,6 +17,7 @@ Example:
 """
 from __future__ import annotations
 
+from helpers.env import need
 from helpers.internvl.conversation import get_conv_template
 from helpers.settings import INTERNVL2_SYSTEM_PROMPT, XTUNER_SYSTEM_PROMPT
 
@@ -27,7 +28,17 @@ IMG_CONTEXT = "<IMG_CONTEXT>"  # one per image feature; the model splices featur
 TEMPLATE = "internlm2-chat"  # the only template the course's checkpoints and InternVL2-2B/8B use
 SYSTEM_PROMPTS = {"internvl2": INTERNVL2_SYSTEM_PROMPT, "xtuner": XTUNER_SYSTEM_PROMPT}
 
-__all__ = ["IMAGE", "IMG_START", "IMG_END", "IMG_CONTEXT", "TEMPLATE", "SYSTEM_PROMPTS", "image_tokens",
+# The same format, as the pieces XTuner 0.2.0's InternVL_V1_5_Dataset writes a training sample with (it
+# overrides PROMPT_TEMPLATE.internlm2_chat with these), derived from the conversation template above.
+_CONV = get_conv_template(TEMPLATE)
+TURN_TOKENS = (_CONV.roles[0].split("user")[0], _CONV.sep)  # "<|im_start|>", "<|im_end|>"
+XTUNER_SYSTEM = _CONV.system_template.replace("{system_message}", "{system}") + _CONV.sep
+XTUNER_INSTRUCTION = _CONV.roles[0] + "{input}" + _CONV.sep + _CONV.roles[1]
+XTUNER_SUFFIX = _CONV.sep
+IMAGE_MARKERS = IMG_START + IMG_END + "\n"  # wraps the <IMG_CONTEXT> run XTuner puts before the question
+
+__all__ = ["IMAGE", "IMG_START", "IMG_END", "IMG_CONTEXT", "TEMPLATE", "SYSTEM_PROMPTS", "TURN_TOKENS", "XTUNER_SYSTEM",
+           "XTUNER_INSTRUCTION", "XTUNER_SUFFIX", "IMAGE_MARKERS", "image_tokens",
            "expand_images", "with_image_marks", "render", "build_query", "stop_marker", "stop_token_ids"]
 
 
@@ -154,3 +165,33 @@ def stop_token_ids(tokenizer, template: str = TEMPLATE) -> list:
     if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
         ids.append(tokenizer.eos_token_id)
     return ids
+
+
+def internvl2_chat_template(system_prompt: str, template: str = "internlm2-chat"):
+    """LMDeploy ChatTemplateConfig that renders InternVL2's own prompt with a given system prompt.
+
+    The markers come from InternVL2's conversation template (``helpers.internvl.conversation``,
+    the same file the checkpoint's remote code uses), so LMDeploy builds byte-for-byte the prompt
+    that ``model.chat()`` builds: ``<|im_start|>system\n{system}<|im_end|><|im_start|>user\n...``.
+
+    Args:
+        system_prompt: the system message.
+        template: conversation template name (``config.template``).
+
+    Returns:
+        ``lmdeploy.ChatTemplateConfig``.
+
+    Example:
+        >>> internvl2_chat_template("你是美食助手。").meta_instruction  # doctest: +SKIP
+        '你是美食助手。'
+    """
+    lmdeploy = need("lmdeploy")
+    conv = get_conv_template(template)
+    system_prefix = conv.system_template.split("{system_message}")[0]
+    user, assistant = conv.roles
+    return lmdeploy.ChatTemplateConfig(
+        model_name="base",  # LMDeploy's plain template class, filled with InternVL2's markers
+        system=system_prefix, meta_instruction=system_prompt, eosys=conv.sep,
+        user=user, eoh=conv.sep, assistant=assistant, eoa=conv.sep, separator="",
+        stop_words=list(conv.stop_str) or [conv.sep],
+    )

@@ -97,7 +97,7 @@ def train_sentencepiece(out_file) -> int:
     """
     import sentencepiece as spm
 
-    from helpers.models import tokenizer_corpus
+    from helpers.tokenizer import tokenizer_corpus
 
     buf = io.BytesIO()
     spm.SentencePieceTrainer.train(
@@ -153,7 +153,7 @@ def replica_config(shapes: str = "tiny") -> dict:
     Returns:
         The config dict.
     """
-    from helpers.architecture import REFERENCE_CONFIGS
+    from helpers.reference_configs import REFERENCE_CONFIGS
     from helpers.models import TINY_LLM, TINY_VISION
 
     if shapes == "2b":

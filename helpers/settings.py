@@ -160,7 +160,8 @@ class Settings:
         """One paragraph saying what this run uses, for the top of each notebook."""
         data = "synthetic FoodieQA-format set" if self.data_is_synthetic else "FoodieQA"
         return (
-            f"profile={self.profile} | model={self.model_path} | data={data} at {self.data_root} "
+            f"profile={self.profile} | model={repo_relative(self.model_path)} | data={data} at "
+            f"{repo_relative(self.data_root)} "
             f"| device={self.device} | engine={self.engine}"
             + (f" | INTERNVL_SETTINGS: {', '.join(self.extra['from_env'])}" if self.extra.get("from_env") else "")
         )
@@ -183,6 +184,14 @@ def _env_overrides() -> dict:
     if set(values) & fixed:
         raise ValueError(f"INTERNVL_SETTINGS cannot set {sorted(set(values) & fixed)}: use the other INTERNVL_* variables")
     return values
+
+
+def repo_relative(path) -> str:
+    """``path`` relative to the repository when it lies inside it (what notebooks print), else as it is."""
+    try:
+        return str(Path(path).resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
 
 
 def _config_value(model_dir: Path, key: str):
@@ -264,7 +273,7 @@ def get_settings(profile: str | None = None, **overrides) -> Settings:
             optim_wrapper="amp" if _cuda() else "plain",  # AmpOptimWrapper asserts a GPU: fp32 on a CPU
             dataloader_num_workers=0,  # worker processes only add start-up time on 2 cores
             lr=1e-3,  # the recipe's 3e-5 leaves a tiny-width model's loss near its start (measured)
-            accumulative_counts=1,  # twice the optimizer steps in the same time (720 in 10 epochs, ~5 min on 2 cores)
+            accumulative_counts=1,  # twice the optimizer steps of accumulation 2, in the same time (times: benchmarks/README.md)
         )
     from_env = _env_overrides()
     values.update(from_env)

@@ -291,7 +291,7 @@ def draw_tiling(image: Image.Image, min_num: int = 1, max_num: int = 12, image_s
         image_size: tile side.
         use_thumbnail: show the thumbnail tile too.
         title: figure title (default: size, grid and token count).
-        figsize: inches; the figure has :data:`helpers.plots.DPI` and is not registered with
+        figsize: inches; the figure has :data:`helpers.display.DPI` and is not registered with
             pyplot, so a notebook cell that returns it shows it once.
 
     Returns:
@@ -300,7 +300,7 @@ def draw_tiling(image: Image.Image, min_num: int = 1, max_num: int = 12, image_s
     Example:
         >>> fig = draw_tiling(Image.new("RGB", (1600, 900)), max_num=6)  # doctest: +SKIP
     """
-    from helpers.plots import figure
+    from helpers.display import figure
 
     cols, rows = choose_grid(image.width, image.height, min_num, max_num, image_size)
     tiles = dynamic_preprocess(image, min_num, max_num, image_size, use_thumbnail)

@@ -1,11 +1,12 @@
-"""Tests for helpers.architecture: parameter arithmetic against real modules and model cards."""
+"""Tests for helpers.concepts.architecture: parameter arithmetic against real modules and model cards."""
 from __future__ import annotations
 
 import json
 
 import pytest
 
-from helpers import architecture as A
+from helpers.concepts import architecture as A
+from helpers import reference_configs
 
 
 def test_count_formula_equals_numel_of_the_tiny_model(tiny_model):
@@ -47,10 +48,10 @@ def test_qwen2_formula_matches_transformers():
 
 
 def test_reference_configs_agree_with_published_sizes():
-    for name, cfg in A.REFERENCE_CONFIGS.items():
+    for name, cfg in reference_configs.REFERENCE_CONFIGS.items():
         total_b = A.count_parameters(cfg)["total"] / 1e9
-        assert total_b == pytest.approx(A.PUBLISHED_SIZES_B[name], rel=0.01), name
-    v15 = A.count_parameters(A.REFERENCE_CONFIGS["InternVL-Chat-V1-5"])
+        assert total_b == pytest.approx(reference_configs.PUBLISHED_SIZES_B[name], rel=0.01), name
+    v15 = A.count_parameters(reference_configs.REFERENCE_CONFIGS["InternVL-Chat-V1-5"])
     # InternVL 1.5 model card: ViT 5.54B, MLP 116.43M, LLM 19.86B
     assert round(v15["vision_model"] / 1e9, 2) == 5.54
     assert round(v15["mlp1"] / 1e6, 2) == 116.43
@@ -58,7 +59,7 @@ def test_reference_configs_agree_with_published_sizes():
 
 
 def test_internvit_6b_with_all_48_layers_is_the_5_9b_model():
-    vc = dict(A.REFERENCE_CONFIGS["InternVL-Chat-V1-5"]["vision_config"], num_hidden_layers=48)
+    vc = dict(reference_configs.REFERENCE_CONFIGS["InternVL-Chat-V1-5"]["vision_config"], num_hidden_layers=48)
     assert A.vision_parameters(vc) / 1e6 == pytest.approx(5903, rel=0.002)  # InternViT-6B-448px-V1-0 card
 
 
@@ -74,7 +75,7 @@ def test_unknown_llm_and_missing_fields_are_reported():
 
 
 def test_tokens_and_budget():
-    assert A.tokens_per_tile(A.REFERENCE_CONFIGS["InternVL2-2B"]) == 256
+    assert A.tokens_per_tile(reference_configs.REFERENCE_CONFIGS["InternVL2-2B"]) == 256
     rows = A.token_budget(8192, range(1, 14))
     assert [r["tiles"] for r in rows] == list(range(1, 14))
     assert rows[0]["image_tokens"] == 258 and rows[-1]["image_tokens"] == 13 * 256 + 2
@@ -86,7 +87,7 @@ def test_facts_are_consistent():
     assert f["vit_layers_original"] - f["vit_layers_kept"] == 3
     assert sum(f["stage1_mix_percent"].values()) == pytest.approx(100.0)
     assert sum(f["stage1_ocr_split_percent"].values()) == pytest.approx(f["stage1_mix_percent"]["OCR"])
-    assert f["vit_layers_kept"] == A.REFERENCE_CONFIGS["InternVL-Chat-V1-5"]["vision_config"]["num_hidden_layers"]
+    assert f["vit_layers_kept"] == reference_configs.REFERENCE_CONFIGS["InternVL-Chat-V1-5"]["vision_config"]["num_hidden_layers"]
 
 
 def test_markdown_table():

@@ -1,4 +1,4 @@
-"""Tests for helpers.checks: each kind of broken input is reported with its record and reason."""
+"""Tests for helpers.data.checks: each kind of broken input is reported with its record and reason."""
 from __future__ import annotations
 
 import json
@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from helpers.checks import (ImageLimits, check_foodieqa, check_foodieqa_record, check_llava,
-                            check_llava_record, inspect_image, inspect_images, safe_image_path)
+from helpers.data.checks import (ImageLimits, check_foodieqa, check_foodieqa_record, check_llava,
+                                 check_llava_record, inspect_image, inspect_images, safe_image_path)
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -1,4 +1,4 @@
-"""Tests for helpers.convert: hostile FoodieQA entries are skipped with a reason, never abort the
+"""Tests for helpers.data.convert: hostile FoodieQA entries are skipped with a reason, never abort the
 conversion, and what is written passes the course's checker without leaking photos into val."""
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from helpers.checks import check_llava
-from helpers.data import foodieqa_to_llava, load_llava, main
+from helpers.data.checks import check_llava
+from helpers.data.llava import foodieqa_to_llava, load_llava, main
 
 DISHES = ["烤羊肉串", "白切鸡", "锅包肉"]
 

@@ -11,7 +11,7 @@ import time
 import pytest
 from PIL import Image
 
-from helpers.data import main
+from helpers.data.llava import main
 
 CPU_BUDGET_S = 10.0
 NAMES = ["ok.jpg", "ok.jpg/", "./ok.jpg", "sub/../ok.jpg", "cut.jpg", "rgba.png", "text.jpg", "none.jpg",

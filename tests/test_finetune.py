@@ -1,4 +1,4 @@
-"""Tests for helpers.finetune and helpers.xtuner_compat.
+"""Tests for helpers.train.finetune and helpers.train.xtuner_compat.
 
 The pure tests (config text, batch split, checkpoint checks, log reading) run in both
 environments. The training tests need XTuner (``.venv-xtuner``) and the tiny checkpoint
@@ -8,6 +8,7 @@ with the stock ``InternVL_V1_5_Dataset`` on a handful of drawn images.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 import zipfile
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import finetune
+from helpers.train import checkpoints, xtuner_config, convert, finetune, logs, train_run
 from helpers.settings import XTUNER_SYSTEM_PROMPT, get_settings
 
 N_TRAIN = 12  # samples; with batch 2 and 2 epochs: 12 iterations
@@ -49,7 +50,7 @@ def _train_json(tmp_path, n):
 
 def test_render_config_has_recipe_values(tmp_path):
     S = course_settings()
-    text = finetune.render_config(S, tmp_path / "model", _train_json(tmp_path, 300),
+    text = xtuner_config.render_config(S, tmp_path / "model", _train_json(tmp_path, 300),
                                   tmp_path, tmp_path / "run")
     compile(text, "config.py", "exec")  # valid Python
     for expected in ("lora_r = 128", "lora_alpha = 256", "lora_dropout = 0.05", "batch_size = 4",
@@ -62,7 +63,7 @@ def test_render_config_has_recipe_values(tmp_path):
                      "prompt_template = PROMPT_TEMPLATE.internlm2_chat",
                      "collate_fn=dict(type=default_collate_fn)", "freeze_llm=True",
                      "freeze_visual_encoder=True", "target_modules=None", 'task_type="CAUSAL_LM"',
-                     "# visual_encoder_lora=dict(", "from helpers.xtuner_compat import CourseInternVL",
+                     "# visual_encoder_lora=dict(", "from helpers.train.xtuner_compat import CourseInternVL",
                      "--deepspeed deepspeed_zero2"):
         assert expected in text, expected
     assert "custom_imports" not in text  # ignored by lazy-import configs: imports by name
@@ -73,14 +74,14 @@ def test_render_config_has_recipe_values(tmp_path):
 
 def test_tiny_profile_overrides_are_explained(tmp_path):
     S = get_settings("tiny", max_epochs=2, accumulative_counts=2)
-    text = finetune.render_config(S, tmp_path / "model", _train_json(tmp_path, 20),
+    text = xtuner_config.render_config(S, tmp_path / "model", _train_json(tmp_path, 20),
                                   tmp_path, tmp_path / "run")
     assert "type=OptimWrapper" in text and "type=AmpOptimWrapper" not in text
     assert "AmpOptimWrapper asserts a CUDA device" in text
     assert "optim_wrapper = 'plain' (course recipe: 'amp')" in text
     assert "max_epochs = 2 (course recipe: 10)" in text
     # 20 samples -> 6 iterations a epoch, 12 in all: 3 % would be 0 warm-up iterations.
-    recipe = finetune.Recipe.from_settings(S, n_train=20)
+    recipe = xtuner_config.Recipe.from_settings(S, n_train=20)
     assert recipe.max_iters == 12
     assert int(recipe.warmup_ratio * recipe.max_iters) >= 2
     assert f"warmup_ratio = {recipe.warmup_ratio}" in text
@@ -91,40 +92,40 @@ def test_render_config_parses_with_mmengine(tmp_path):
     pytest.importorskip("xtuner")
     from mmengine.config import Config
 
-    path = finetune.write_config(course_settings(), tmp_path / "model",
+    path = xtuner_config.write_config(course_settings(), tmp_path / "model",
                                  _train_json(tmp_path, 100), tmp_path, tmp_path / "run")
     assert path == tmp_path / "run.py"
     cfg = Config.fromfile(str(path))
     assert cfg.model.type.__name__ == "CourseInternVL"
     assert cfg.model.llm_lora.r == 128 and cfg.optim_wrapper.accumulative_counts == 2
     assert cfg.train_dataloader.sampler.per_device_batch_size == 8
-    assert finetune.config_values(path)["lr"] == 3e-5
+    assert xtuner_config.config_values(path)["lr"] == 3e-5
 
 
 def test_bad_training_file_is_named(tmp_path):
     bad = tmp_path / "train.json"
     bad.write_text("{not json")
     with pytest.raises(ValueError, match="train.json"):
-        finetune.render_config(course_settings(), tmp_path, bad, tmp_path, tmp_path / "run")
+        xtuner_config.render_config(course_settings(), tmp_path, bad, tmp_path, tmp_path / "run")
     with pytest.raises(FileNotFoundError, match="missing.json"):
-        finetune.render_config(course_settings(), tmp_path, tmp_path / "missing.json",
+        xtuner_config.render_config(course_settings(), tmp_path, tmp_path / "missing.json",
                                tmp_path, tmp_path / "run")
 
 
 def test_split_batch_keeps_global_batch():
     for world in (1, 2, 4, 8):
-        b, a = finetune.split_batch(4, 2, world)
+        b, a = xtuner_config.split_batch(4, 2, world)
         assert b * a * world == 8 and b <= 4
     with pytest.raises(ValueError, match="3 GPUs"):
-        finetune.split_batch(4, 2, 3)
+        xtuner_config.split_batch(4, 2, 3)
 
 
 def test_distributed_options_keep_batch_and_warmup(tmp_path):
     S = get_settings("tiny", batch_size=2, accumulative_counts=2, max_epochs=2)
-    config = finetune.write_config(S, tmp_path / "model", _train_json(tmp_path, 12), tmp_path,
+    config = xtuner_config.write_config(S, tmp_path / "model", _train_json(tmp_path, 12), tmp_path,
                                    tmp_path / "run")
-    values = finetune.config_values(config)
-    assert values["warmup_ratio"] == finetune.safe_warmup_ratio(0.03, 12)  # 12 iterations on 1 GPU
+    values = xtuner_config.config_values(config)
+    assert values["warmup_ratio"] == xtuner_config.safe_warmup_ratio(0.03, 12)  # 12 iterations on 1 GPU
     options = dict(o.split("=") for o in finetune.distributed_options(config, 2))
     assert options["train_dataloader.batch_size"] == "2"
     assert options["optim_wrapper.accumulative_counts"] == "1"
@@ -138,7 +139,7 @@ def test_distributed_options_keep_batch_and_warmup(tmp_path):
 
 def test_launch_command_for_one_node_and_a_cluster(tmp_path):
     S = get_settings("tiny", batch_size=4, accumulative_counts=2, max_epochs=2)
-    config = finetune.write_config(S, tmp_path / "model", _train_json(tmp_path, 128), tmp_path, tmp_path / "run")
+    config = xtuner_config.write_config(S, tmp_path / "model", _train_json(tmp_path, 128), tmp_path, tmp_path / "run")
     one = finetune.launch_command(config, gpus=1, deepspeed="deepspeed_zero2")
     assert one == f"xtuner train {config} --deepspeed deepspeed_zero2"  # no torchrun variables for one GPU
     words = finetune.launch_command(config, tmp_path / "run", gpus=4, deepspeed="deepspeed_zero3", nnodes=2,
@@ -168,13 +169,13 @@ def test_half_written_checkpoint_is_skipped(tmp_path, capsys):
     whole = (tmp_path / "iter_8.pth").read_bytes()
     (tmp_path / "iter_8.pth").write_bytes(whole[: len(whole) // 2])  # killed while saving
     (tmp_path / "iter_12.pth").write_bytes(b"")
-    assert finetune.checkpoint_problem(tmp_path / "iter_4.pth") is None
-    assert "truncated" in finetune.checkpoint_problem(tmp_path / "iter_8.pth")
-    assert finetune.last_checkpoint(tmp_path) == tmp_path / "iter_4.pth"
+    assert checkpoints.checkpoint_problem(tmp_path / "iter_4.pth") is None
+    assert "truncated" in checkpoints.checkpoint_problem(tmp_path / "iter_8.pth")
+    assert checkpoints.last_checkpoint(tmp_path) == tmp_path / "iter_4.pth"
     out = capsys.readouterr().out
     assert "Skipping checkpoint" in out and "iter_8.pth" in out and "iter_12.pth" in out
     (tmp_path / "iter_4.pth").unlink()
-    assert finetune.last_checkpoint(tmp_path) is None
+    assert checkpoints.last_checkpoint(tmp_path) is None
 
 
 def test_read_log_merges_resumed_launches(tmp_path):
@@ -188,21 +189,21 @@ def test_read_log_merges_resumed_launches(tmp_path):
     (first / "vis_data" / "scalars.json").write_text(
         "\n".join(json.dumps(r) for r in rows1) + "\n{\"lr\": 0.1, \"lo")  # cut off by a kill
     (second / "vis_data" / "scalars.json").write_text("\n".join(json.dumps(r) for r in rows2))
-    rows = finetune.read_log(tmp_path)
+    rows = logs.read_log(tmp_path)
     assert [r["iteration"] for r in rows] == list(range(1, 9))
     assert rows[5]["loss"] == 2.0 and rows[3]["loss"] == pytest.approx(2.6)
     assert rows[0]["grad_norm"] == 1.0 and rows[7]["grad_norm"] is None
-    assert set(rows[0]) == set(finetune.LOG_FIELDS)
+    assert set(rows[0]) == set(logs.LOG_FIELDS)
     pytest.importorskip("matplotlib")
-    fig = finetune.plot_log(rows)
+    fig = logs.plot_log(rows)
     assert len(fig.axes) == 2
 
 
 def test_read_log_falls_back_to_text(tmp_path):
-    (tmp_path / finetune.LOG_NAME).write_text(
+    (tmp_path / train_run.LOG_NAME).write_text(
         "11/26 10:00:00 - mmengine - INFO - Iter(train) [ 2/24]  base_lr: 1.0e-04 lr: 5.0000e-05  "
         "eta: 0:00:40  time: 1.2000  data_time: 0.0100  loss: 4.5000  grad_norm: 2.0000\n")
-    rows = finetune.read_log(tmp_path)
+    rows = logs.read_log(tmp_path)
     assert rows == [{"iteration": 2, "loss": 4.5, "lr": 5e-5, "time": 1.2, "data_time": 0.01,
                      "memory": None, "grad_norm": 2.0}]
 
@@ -212,7 +213,7 @@ def test_compat_fixes():
     import torch
     import torch.distributed as dist
 
-    from helpers import xtuner_compat
+    from helpers.train import xtuner_compat
 
     created = xtuner_compat.ensure_process_group()
     try:
@@ -238,11 +239,12 @@ def test_compat_fixes():
 
 
 def test_speed_recipes_keep_the_maths_and_match_the_benchmark(tmp_path, monkeypatch):
-    from helpers.speed_recipes import SPEED_RECIPES, speed_reasons, speed_settings
+    pytest.importorskip("mmengine", reason="benchmarks.bench_finetune reads mmengine configs: the xtuner environment")
+    from helpers.train.speed_recipes import SPEED_RECIPES, speed_reasons, speed_settings
 
     monkeypatch.setenv("INTERNVL_MODEL_PATH", str(tmp_path / "model"))
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent))
-    from benchmarks.bench_finetune import RECIPES
+    from benchmarks.bench_finetune import RECIPES, overrides, recipe_settings
 
     course = get_settings("full")
     for name, bench in (("course", "upstream"), ("recommended", "recommended"), ("lean", "lean")):
@@ -251,6 +253,9 @@ def test_speed_recipes_keep_the_maths_and_match_the_benchmark(tmp_path, monkeypa
         b = RECIPES[bench]
         assert (S.batch_size, S.accumulative_counts, S.llm_activation_checkpointing, S.fused_adamw,
                 S.aligned_lm_head) == (b["batch"], b["accum"], b["checkpointing"], b["fused"], b.get("aligned", False)), name
+        # the benchmark renders the recipe with the course's renderer: its own lines patch no recipe knob
+        assert recipe_settings(course, b, smoke=False) == S.replace(dataloader_num_workers=b["workers"])
+        assert "batch_size" not in overrides(bench, b, 10, smoke=False) and "fused" not in overrides(bench, b, 10, False)
     tiny = get_settings("tiny")
     assert speed_settings(tiny, "recommended").batch_size * speed_settings(tiny, "recommended").accumulative_counts \
         == tiny.batch_size * tiny.accumulative_counts
@@ -259,8 +264,8 @@ def test_speed_recipes_keep_the_maths_and_match_the_benchmark(tmp_path, monkeypa
     assert set(SPEED_RECIPES) == {"course", "recommended", "lean"}
     # the rendered config carries the knobs and says why they differ from the course recipe
     S = speed_settings(course, "recommended")
-    recipe = finetune.Recipe.from_settings(S, n_train=100, name="recommended", reasons=speed_reasons())
-    text = finetune.render_config(S, tmp_path / "model", _train_json(tmp_path, 100), tmp_path, tmp_path / "run",
+    recipe = xtuner_config.Recipe.from_settings(S, n_train=100, name="recommended", reasons=speed_reasons())
+    text = xtuner_config.render_config(S, tmp_path / "model", _train_json(tmp_path, 100), tmp_path, tmp_path / "run",
                                   recipe=recipe)
     assert "recipe 'recommended'" in text and "\nllm_activation_checkpointing = False" in text
     assert "\nactivation_checkpointing =" not in text  # mmengine's Runner would read it as a module list
@@ -284,7 +289,7 @@ def test_llm_activation_checkpointing_switch(tiny_model_dir, checkpointing):
     import torch.distributed as dist
     from peft import LoraConfig
 
-    from helpers.xtuner_compat import CourseInternVL
+    from helpers.train.xtuner_compat import CourseInternVL
 
     kwargs = {} if checkpointing else {"activation_checkpointing": False}  # True: XTuner's behaviour, the default
     model = CourseInternVL(model_path=str(tiny_model_dir), freeze_llm=True, freeze_visual_encoder=True,
@@ -305,7 +310,7 @@ def test_aligned_lm_head_gives_the_same_logits_and_gradients(tiny_model_dir):
     import torch.distributed as dist
     from peft import LoraConfig
 
-    from helpers.xtuner_compat import CourseInternVL, align_lm_head
+    from helpers.train.xtuner_compat import CourseInternVL, align_lm_head
 
     # target_modules=None as in the course recipe: XTuner puts LoRA on the head ("output") too
     model = CourseInternVL(model_path=str(tiny_model_dir), freeze_llm=True, freeze_visual_encoder=True,
@@ -382,7 +387,7 @@ def tiny(tmp_path_factory):
 
 
 def _config(tiny, name, settings=None, train=None):
-    return finetune.write_config(settings or tiny["settings"], tiny["model"],
+    return xtuner_config.write_config(settings or tiny["settings"], tiny["model"],
                                  train or tiny["train"], tiny["images"], tiny["root"] / name)
 
 
@@ -406,7 +411,7 @@ def _tree_rss(pid: int) -> int:
 def trained(tiny):
     """One uninterrupted CPU training run (12 iterations); prints wall-clock and peak RSS."""
     config = _config(tiny, "run-full")
-    run = finetune.launch(config, tiny["root"] / "run-full")
+    run = train_run.launch(config, tiny["root"] / "run-full")
     peak = 0
     while run.poll() is None:
         peak = max(peak, _tree_rss(run.proc.pid))
@@ -422,7 +427,7 @@ def test_training_runs_and_loss_falls(trained):
     result = trained["result"]
     assert trained["run"].returncode == 0
     assert result.max_iters == 12 and result.checkpoint.name == "iter_12.pth"
-    rows = finetune.read_log(result.work_dir)
+    rows = logs.read_log(result.work_dir)
     assert [r["iteration"] for r in rows] == list(range(1, 13))
     losses = [r["loss"] for r in rows]
     first, last = sum(losses[:3]) / 3, sum(losses[-3:]) / 3
@@ -440,13 +445,13 @@ def test_convert_output_loads_and_chats(trained, tiny, tmp_path):
 
     from helpers.tiling import to_pixel_values
 
-    out = finetune.convert(trained["config"], trained["result"].checkpoint, tmp_path / "merged")
+    out = convert.convert(trained["config"], trained["result"].checkpoint, tmp_path / "merged")
     assert (out / "modeling_internvl_chat.py").exists()
     with pytest.raises(FileExistsError):
-        finetune.convert(trained["config"], trained["result"].checkpoint, out)
+        convert.convert(trained["config"], trained["result"].checkpoint, out)
     chat_cfg = json.loads((out / "chat_template_config.json").read_text())
     assert chat_cfg["meta_instruction"] == XTUNER_SYSTEM_PROMPT
-    sizes = finetune.sizes(out)
+    sizes = convert.sizes(out)
     assert sizes["model_bytes"] > 0 and sizes["checkpoint_bytes"] > sizes["trainable_bytes"] > 0
 
     model = AutoModel.from_pretrained(out, trust_remote_code=True, torch_dtype=torch.float32).eval()
@@ -474,32 +479,37 @@ def test_crash_is_detected_although_exit_status_is_0(tiny):
            for r in records[:N_TRAIN // 2]]
     train = tiny["root"] / "train-bad.json"
     train.write_text(json.dumps(records[N_TRAIN // 2:] + bad, ensure_ascii=False))
-    run = finetune.launch(_config(tiny, "run-crash", train=train), tiny["root"] / "run-crash")
+    run = train_run.launch(_config(tiny, "run-crash", train=train), tiny["root"] / "run-crash")
     assert run.wait(progress=False) == 0  # what `xtuner train` reports
-    with pytest.raises(finetune.TrainingFailed, match="NotImplementedError") as err:
+    with pytest.raises(train_run.TrainingFailed, match="NotImplementedError") as err:
         run.result()
     assert "Traceback" in str(err.value) and "train.log" in str(err.value)
 
 
 @pytest.mark.slow
-def test_interrupt_and_resume_matches_uninterrupted(trained, tiny, capsys):
+def test_interrupt_and_resume_matches_uninterrupted(trained, tiny, capsys, monkeypatch):
     work = tiny["root"] / "run-resume"
     config = _config(tiny, "run-resume")
-    run = finetune.launch(config, work)
-    # stop after the checkpoint at iteration 4, before the one at 8
+    # Training blocks after iteration 5 (the checkpoint at 4 written, the one at 8 not yet): stopped there.
+    support = Path(__file__).resolve().parent / "support"
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(support), os.environ.get("PYTHONPATH")) if p))
+    paused = config.with_name("paused.py")
+    paused.write_text(config.read_text(encoding="utf-8") + "\nfrom course_pause_hook import PauseAfterIteration\n"
+                      "custom_hooks = custom_hooks + [dict(type=PauseAfterIteration, iteration=5)]\n", encoding="utf-8")
+    run = train_run.launch(paused, work)
     while run.poll() is None and not (run.iteration >= 5 and (work / "iter_4.pth").exists()):
         time.sleep(0.1)
     run.stop()
-    assert run.iteration < 8, "training went past the next checkpoint before it was stopped"
-    with pytest.raises(finetune.TrainingFailed, match="resume=True"):
+    assert run.iteration == 5, "the pause hook did not hold training at iteration 5"
+    with pytest.raises(train_run.TrainingFailed, match="resume=True"):
         run.result()
     # as if the run had been killed while writing its next checkpoint
-    good = finetune.last_checkpoint(work)
+    good = checkpoints.last_checkpoint(work)
     half = work / f"iter_{int(good.stem.split('_')[1]) + 4}.pth"
     half.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     with pytest.raises(FileExistsError):
-        finetune.launch(config, work)  # a fresh start would mix two runs
-    resumed = finetune.launch(config, work, resume=True)
+        train_run.launch(config, work)  # a fresh start would mix two runs
+    resumed = train_run.launch(config, work, resume=True)
     assert "Skipping checkpoint" in capsys.readouterr().out
     assert resumed.resumed_from == good
     resumed.wait(progress=False)
@@ -507,7 +517,7 @@ def test_interrupt_and_resume_matches_uninterrupted(trained, tiny, capsys):
     reference = trained["result"]
     assert result.max_iters == reference.max_iters == 12
     assert result.final_loss == pytest.approx(reference.final_loss, rel=0.02)
-    assert finetune.read_log(work)[-1]["iteration"] == 12
+    assert logs.read_log(work)[-1]["iteration"] == 12
 
 
 def test_iteration_times_undo_mmengine_moving_average():
@@ -517,8 +527,8 @@ def test_iteration_times_undo_mmengine_moving_average():
     true = [3.0, 1.5] + [0.74 + rng.uniform(-0.02, 0.02) for _ in range(23)]
     rows = [{"iteration": n, "time": sum(true[max(0, n - 10):n]) / len(true[max(0, n - 10):n])}
             for n in range(1, len(true) + 1)]  # what mmengine logs with window 10
-    got = finetune.iteration_times(rows)
+    got = logs.iteration_times(rows)
     assert got == pytest.approx(true, abs=1e-5)
     assert rows[9]["time"] > 1.0 and max(got[2:]) < 0.8  # the logged average hides how fast the steps are
     with pytest.raises(ValueError, match="every iteration"):
-        finetune.iteration_times(rows[1:])
+        logs.iteration_times(rows[1:])

@@ -1,4 +1,4 @@
-"""Tests for helpers.image_checks: opaque alpha is a good photo; what the end-marker shortcut cannot see is said."""
+"""Tests for helpers.data.image_checks: opaque alpha is a good photo; what the end-marker shortcut cannot see is said."""
 from __future__ import annotations
 
 import json
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers.checks import ImageLimits, check_llava, inspect_image
+from helpers.data.checks import ImageLimits, check_llava, inspect_image
 
 
 def photo(size=(640, 480), seed=0):

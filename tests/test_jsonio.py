@@ -1,4 +1,4 @@
-"""Tests for helpers.jsonio: files XTuner would choke on are reported per line, never crash the checker."""
+"""Tests for helpers.data.jsonio: files XTuner would choke on are reported per line, never crash the checker."""
 from __future__ import annotations
 
 import json
@@ -6,7 +6,7 @@ import json
 import pytest
 from PIL import Image
 
-from helpers.checks import check_llava
+from helpers.data.checks import check_llava
 
 
 @pytest.fixture()
@@ -81,7 +81,7 @@ def test_deep_nesting_and_huge_numbers_are_reported(tmp_path, root, name, text, 
 
 
 def test_reader_directly():
-    from helpers.jsonio import InvalidRecord, jsonl_lines
+    from helpers.data.jsonio import InvalidRecord, jsonl_lines
 
     assert jsonl_lines("a\rb\r\nc\n\n") == ["a", "b", "c", ""]
     bad = InvalidRecord("x", "blank_line")

@@ -4,6 +4,7 @@ Run in both environments (transformers 4.48 / 5.x). Shared model: ``tiny_model``
 """
 from __future__ import annotations
 
+import copy
 import json
 import re
 import sys
@@ -13,7 +14,8 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from helpers import models  # noqa: E402
+from helpers import tokenizer
+from helpers import models
 from helpers.prompts import build_query  # noqa: E402
 from helpers.settings import INTERNVL2_SYSTEM_PROMPT, XTUNER_SYSTEM_PROMPT  # noqa: E402
 
@@ -173,7 +175,7 @@ def test_tokenizer(tiny_model):
     assert ids[0] == tok.bos_token_id and ids.count(tok.bos_token_id) == 1
     assert tok.decode(ids, skip_special_tokens=True) == text
     assert tok(text, add_special_tokens=False).input_ids == ids[1:]
-    for special in models.ADDED_SPECIAL:
+    for special in tokenizer.ADDED_SPECIAL:
         tid = tok.convert_tokens_to_ids(special)
         assert tok(special, add_special_tokens=False).input_ids == [tid], special
     ctx = tok.convert_tokens_to_ids("<IMG_CONTEXT>")
@@ -510,7 +512,7 @@ def test_set_system_prompt(tiny_model_dir, tmp_path):
     with pytest.raises(FileNotFoundError):
         models.set_system_prompt(tmp_path / "nowhere", "x")
     # a tokenizer saved by transformers 5 keeps its template in chat_template.jinja, which wins
-    (dst / "chat_template.jinja").write_text(models.make_chat_template("old"), encoding="utf-8")
+    (dst / "chat_template.jinja").write_text(tokenizer.make_chat_template("old"), encoding="utf-8")
     models.set_system_prompt(dst, "新的系统提示")
     tok = transformers.AutoTokenizer.from_pretrained(str(dst), trust_remote_code=True)
     assert "新的系统提示" in tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False)
@@ -534,7 +536,8 @@ def test_xtuner_dataset_tokenises_against_tiny_model(tiny_model_dir, tmp_path):
     record = {"image": "a.jpg", "conversations": [{"from": "human", "value": QUESTION + "\n<image>"},
                                                    {"from": "gpt", "value": "川菜，图中的菜是麻婆豆腐"}]}
     (tmp_path / "train.json").write_text(json.dumps([record], ensure_ascii=False))
-    ds = InternVL_V1_5_Dataset(str(tiny_model_dir), PROMPT_TEMPLATE.internlm2_chat, str(tmp_path / "train.json"),
+    template = copy.deepcopy(PROMPT_TEMPLATE.internlm2_chat)  # the dataset edits it; XTuner's own stays as it is
+    ds = InternVL_V1_5_Dataset(str(tiny_model_dir), template, str(tmp_path / "train.json"),
                                image_folders=str(tmp_path), max_length=8192)
     item = ds[0]
     tok = transformers.AutoTokenizer.from_pretrained(str(tiny_model_dir), trust_remote_code=True)

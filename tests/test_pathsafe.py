@@ -1,4 +1,4 @@
-"""Tests for helpers.pathsafe: image paths that cannot open are reported, never raised, and never pass."""
+"""Tests for helpers.data.pathsafe: image paths that cannot open are reported, never raised, and never pass."""
 from __future__ import annotations
 
 import json
@@ -7,7 +7,7 @@ import os
 import pytest
 from PIL import Image
 
-from helpers.checks import check_llava, safe_image_path
+from helpers.data.checks import check_llava, safe_image_path
 
 
 @pytest.fixture()
@@ -67,7 +67,7 @@ def test_good_and_normalisable_paths_pass(root):
 
 
 def test_image_key_and_short_repr():
-    from helpers.pathsafe import image_key, short_repr
+    from helpers.data.pathsafe import image_key, short_repr
 
     assert image_key("/data", "./u//x.jpg") == image_key("/data", "u/x.jpg") == "u/x.jpg"
     assert len(short_repr(list(range(10_000)))) < 100

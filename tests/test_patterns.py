@@ -1,11 +1,12 @@
-"""Tests for helpers.patterns: alignment modules, pixel shuffle, splicing, cost table."""
+"""Tests for helpers.concepts.patterns: alignment modules, pixel shuffle, splicing, cost table."""
 from __future__ import annotations
 
 import pytest
 
 torch = pytest.importorskip("torch")
 
-from helpers import patterns as P  # noqa: E402
+from helpers.concepts import blocks, walkthrough
+from helpers.concepts import patterns as P
 
 
 def test_pixel_shuffle_merges_2x2_blocks_in_row_col_channel_order():
@@ -13,7 +14,7 @@ def test_pixel_shuffle_merges_2x2_blocks_in_row_col_channel_order():
     # row by row: (2i, 2j), (2i, 2j+1), (2i+1, 2j), (2i+1, 2j+1).
     rows, cols = torch.meshgrid(torch.arange(4), torch.arange(4), indexing="ij")
     grid = torch.stack([rows, cols], -1).float().unsqueeze(0)  # (1, 4, 4, 2)
-    out = P.pixel_shuffle(grid)
+    out = blocks.pixel_shuffle(grid)
     assert out.shape == (1, 2, 2, 8)
     assert out[0, 1, 0].tolist() == [2, 0, 2, 1, 3, 0, 3, 1]
     assert out[0, 0, 1].tolist() == [0, 2, 0, 3, 1, 2, 1, 3]
@@ -22,21 +23,21 @@ def test_pixel_shuffle_merges_2x2_blocks_in_row_col_channel_order():
 def test_pixel_shuffle_matches_the_tiny_model(tiny_model):
     model, _ = tiny_model
     x = torch.randn(3, 32, 32, 16)
-    assert torch.equal(P.pixel_shuffle(x, 0.5), model.pixel_shuffle(x, scale_factor=0.5))
+    assert torch.equal(blocks.pixel_shuffle(x, 0.5), model.pixel_shuffle(x, scale_factor=0.5))
 
 
 def test_pixel_shuffle_rejects_bad_input():
     with pytest.raises(ValueError, match="divisible"):
-        P.pixel_shuffle(torch.zeros(1, 5, 5, 2))
+        blocks.pixel_shuffle(torch.zeros(1, 5, 5, 2))
     with pytest.raises(ValueError, match=r"\(n, H, W, C\)"):
-        P.pixel_shuffle(torch.zeros(5, 5, 2))
+        blocks.pixel_shuffle(torch.zeros(5, 5, 2))
 
 
 def test_projectors_shapes_and_parameter_counts():
     vis = torch.randn(2, 1024, 32)
-    assert P.LinearProjector(32, 48)(vis).shape == (2, 1024, 48)
-    assert P.MLPProjector(32, 48)(vis).shape == (2, 1024, 48)
-    internvl = P.MLPProjector(32, 48, downsample_ratio=0.5)
+    assert blocks.LinearProjector(32, 48)(vis).shape == (2, 1024, 48)
+    assert blocks.MLPProjector(32, 48)(vis).shape == (2, 1024, 48)
+    internvl = blocks.MLPProjector(32, 48, downsample_ratio=0.5)
     assert internvl(vis).shape == (2, 256, 48)
     # LayerNorm(128) + Linear(128, 48) + Linear(48, 48): InternVL's mlp1 layout
     assert P.count_params(internvl) == 2 * 128 + 128 * 48 + 48 + 48 * 48 + 48
@@ -47,7 +48,7 @@ def test_projectors_shapes_and_parameter_counts():
 def test_mlp_projector_equals_internvl_mlp1_on_the_same_weights(tiny_model):
     model, _ = tiny_model
     cfg = model.config
-    proj = P.MLPProjector(cfg.vision_config.hidden_size, cfg.llm_config.hidden_size, 0.5)
+    proj = blocks.MLPProjector(cfg.vision_config.hidden_size, cfg.llm_config.hidden_size, 0.5)
     proj.mlp.load_state_dict(model.mlp1.state_dict())
     vit = torch.randn(2, 1024, cfg.vision_config.hidden_size)
     expected = model.mlp1(model.pixel_shuffle(vit.reshape(2, 32, 32, -1)).reshape(2, 256, -1))
@@ -55,13 +56,13 @@ def test_mlp_projector_equals_internvl_mlp1_on_the_same_weights(tiny_model):
 
 
 def test_resampler_output_size_does_not_depend_on_input_tokens():
-    r = P.QueryResampler(vis_dim=16, llm_dim=24, num_queries=8, dim=16, depth=1, heads=2)
+    r = blocks.QueryResampler(vis_dim=16, llm_dim=24, num_queries=8, dim=16, depth=1, heads=2)
     assert r(torch.randn(2, 100, 16)).shape == (2, 8, 24)
     assert r(torch.randn(2, 7, 16)).shape == (2, 8, 24)
 
 
 def test_gated_cross_attention_starts_as_identity_and_keeps_sequence_length():
-    block = P.GatedCrossAttention(llm_dim=16, vis_dim=8, heads=2)
+    block = blocks.GatedCrossAttention(llm_dim=16, vis_dim=8, heads=2)
     x, vis = torch.randn(2, 5, 16), torch.randn(2, 30, 8)
     torch.testing.assert_close(block(x, vis), x)  # gates are 0 at initialisation
     with torch.no_grad():
@@ -100,9 +101,9 @@ def test_splice_replaces_exactly_the_placeholders():
 
 
 def test_encoders_token_counts():
-    assert P.ImageEncoder(224, 16, 16, 1, 2)(torch.zeros(1, 3, 224, 224)).shape == (1, 196, 16)
-    assert P.AudioEncoder(16, 1, 2)(torch.zeros(2, 32000)).shape == (2, 100, 16)  # 50 frames / s
-    video = P.VideoEncoder(frames=4, image_size=64, patch_size=16, dim=16, depth=1, heads=2)
+    assert blocks.ImageEncoder(224, 16, 16, 1, 2)(torch.zeros(1, 3, 224, 224)).shape == (1, 196, 16)
+    assert blocks.AudioEncoder(16, 1, 2)(torch.zeros(2, 32000)).shape == (2, 100, 16)  # 50 frames / s
+    video = blocks.VideoEncoder(frames=4, image_size=64, patch_size=16, dim=16, depth=1, heads=2)
     assert video(torch.zeros(1, 4, 3, 64, 64)).shape == (1, 4 * 16 // 4, 16)
 
 
@@ -123,7 +124,7 @@ def test_trace_shapes_lists_children_in_call_order():
 
 
 def test_strategy_costs_at_internvl2_2b_sizes():
-    rows = {r["strategy"]: r for r in P.strategy_costs()}
+    rows = {r["strategy"]: r for r in walkthrough.strategy_costs()}
     internvl = rows["pixel shuffle + MLP"]
     # InternVL2-2B's mlp1: LayerNorm(4096) + Linear(4096, 2048) + Linear(2048, 2048)
     assert internvl["params"] == 2 * 4096 + 4096 * 2048 + 2048 + 2048 * 2048 + 2048

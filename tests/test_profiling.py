@@ -1,7 +1,7 @@
-"""helpers.profiling: kernel categories, forward ranges and the summary of a profiled step."""
+"""helpers.train.profiling: kernel categories, forward ranges and the summary of a profiled step."""
 import pytest
 
-from helpers.profiling import add_ranges, format_summary, kernel_category, summarize
+from helpers.train.profiling import add_ranges, format_summary, kernel_category, summarize
 
 torch = pytest.importorskip("torch")
 
@@ -31,7 +31,7 @@ def test_ranges_cover_the_model_parts_and_come_off(tiny_model_dir, lora):
     if lora:  # as XTuner trains it: the LLM inside peft's wrapper
         peft = pytest.importorskip("peft")
         pytest.importorskip("xtuner", reason="XTuner's LoRA wrapping: the xtuner environment")
-        from helpers.xtuner_compat import disable_broken_bitsandbytes
+        from helpers.train.xtuner_compat import disable_broken_bitsandbytes
 
         disable_broken_bitsandbytes()  # as the course's XTuner model class does before LoRA
         model.language_model = peft.get_peft_model(model.language_model, peft.LoraConfig(

@@ -108,7 +108,7 @@ def test_learners_directory_is_never_written(replica_dir, tmp_path, monkeypatch)
 
 
 def test_walkthrough_of_notebook_01(replica_model):
-    from helpers.patterns import internvl_walkthrough
+    from helpers.concepts.walkthrough import internvl_walkthrough
 
     model, tok = replica_model
     walk = internvl_walkthrough(model, tok, _photo(), "图片中的菜叫什么名字?", max_num=2)
@@ -118,13 +118,13 @@ def test_walkthrough_of_notebook_01(replica_model):
 # --------------------------------------------------------------------------- serving paths
 @pytest.fixture(scope="module")
 def replica_engine(replica_dir):
-    from helpers.deploy import make_pipeline
+    from helpers.serve.pipeline import make_pipeline
 
     return make_pipeline(replica_dir, engine="transformers")
 
 
 def test_transformers_engine_equals_the_models_chat(replica_engine, replica_model):
-    from helpers.deploy import generation_config
+    from helpers.serve.generation import generation_config
     from helpers.tiling import to_pixel_values
 
     model, tok = replica_model
@@ -144,7 +144,8 @@ def test_transformers_engine_equals_the_models_chat(replica_engine, replica_mode
 
 
 def test_evaluation(replica_dir, tmp_path):
-    from helpers.evaluate import evaluate_model, load_split
+    from helpers.evaluate.evaluation import evaluate_model
+    from helpers.evaluate.items import load_split
 
     (tmp_path / "a.jpg").parent.mkdir(exist_ok=True)
     _photo().save(tmp_path / "a.jpg")
@@ -161,15 +162,15 @@ def test_evaluation(replica_dir, tmp_path):
 
 def test_lmdeploy_and_api_server_get_the_runnable_directory(replica_dir, monkeypatch):
     lmdeploy = pytest.importorskip("lmdeploy")
-    from helpers import deploy
+    from helpers.serve import api_server, pipeline
 
     seen = {}
-    monkeypatch.setattr(deploy, "server_available", lambda: (True, ""))
+    monkeypatch.setattr(pipeline, "server_available", lambda: (True, ""))
     monkeypatch.setattr(lmdeploy, "pipeline", lambda path, **kw: seen.setdefault("path", path) and _FakePipe())
-    deploy.make_pipeline(replica_dir, engine="lmdeploy")
+    pipeline.make_pipeline(replica_dir, engine="lmdeploy")
     want = model_dir.runnable_dir(replica_dir)
     assert seen["path"] == str(want) and model_dir.code_origin(want) == "course"  # transformers 5: the view
-    server = deploy.ApiServer(replica_dir, port=23999)
+    server = api_server.ApiServer(replica_dir, port=23999)
     assert server.command[server.command.index("api_server") + 1] == str(want)
 
 
@@ -187,9 +188,10 @@ class _FakePipe:
 def test_web_ui_answers_with_the_replica(replica_engine):
     pytest.importorskip("gradio")
     gradio_client = pytest.importorskip("gradio_client")
-    from helpers.deploy import free_port, generation_config
+    from helpers.serve.api_server import free_port
+    from helpers.serve.generation import generation_config
     from helpers.settings import get_settings
-    from helpers.webui import build_app, launch
+    from helpers.serve.webui import build_app, launch
 
     settings = get_settings()
     demo = build_app(replica_engine, settings)
@@ -210,7 +212,8 @@ def test_web_ui_answers_with_the_replica(replica_engine):
 # --------------------------------------------------------------------------- XTuner paths (xtuner environment)
 def test_xtuner_builds_samples_from_the_replica(replica_dir, tmp_path):
     pytest.importorskip("xtuner")
-    from helpers.inspect_xtuner import build_sample, check_label_masking, load_xtuner_dataset
+    from helpers.data.xtuner_sample import build_sample, load_xtuner_dataset
+    from helpers.data.xtuner_labels import check_label_masking
 
     _photo().save(tmp_path / "a.jpg")
     record = {"id": "0", "image": "a.jpg", "conversations": [
@@ -226,7 +229,7 @@ def test_xtuner_builds_samples_from_the_replica(replica_dir, tmp_path):
 @pytest.mark.slow
 def test_finetune_and_convert_from_the_replica(replica_dir, tmp_path):
     pytest.importorskip("xtuner")
-    from helpers import finetune
+    from helpers.train import xtuner_config, convert, train_run
     from helpers.models import load_model
     from helpers.settings import get_settings
 
@@ -238,10 +241,10 @@ def test_finetune_and_convert_from_the_replica(replica_dir, tmp_path):
     (tmp_path / "train.json").write_text(json.dumps(records, ensure_ascii=False))
     settings = get_settings("tiny", batch_size=1, accumulative_counts=1, max_epochs=1, max_dynamic_patch=1,
                             lr=1e-3, save_steps=6, log_interval=1, dataloader_num_workers=0)
-    config = finetune.write_config(settings, replica_dir, tmp_path / "train.json", tmp_path, tmp_path / "run")
-    result = finetune.launch(config, tmp_path / "run").result()
+    config = xtuner_config.write_config(settings, replica_dir, tmp_path / "train.json", tmp_path, tmp_path / "run")
+    result = train_run.launch(config, tmp_path / "run").result()
     assert result.max_iters == 6 and result.checkpoint.name == "iter_6.pth"
-    out = finetune.convert(config, result.checkpoint, tmp_path / "merged")
+    out = convert.convert(config, result.checkpoint, tmp_path / "merged")
     assert model_dir.code_origin(out) == "course"  # the converted model runs the course's code
     assert (out / "tokenizer.model").is_file()
     model, tok = load_model(out)

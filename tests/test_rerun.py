@@ -25,9 +25,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from helpers import runs
-from helpers.data import foodieqa_to_llava
-from helpers.evaluate import EvalResult
+from helpers.train import runs
+from helpers.data.llava import foodieqa_to_llava
+from helpers.evaluate.evaluation import EvalResult
 
 
 def _tree(root: Path) -> dict:
@@ -87,10 +87,10 @@ def test_dataset_conversion_is_idempotent_and_redone_after_a_kill(tmp_path, monk
         calls.append(dst)
         real_replace(src, dst)
 
-    monkeypatch.setattr("helpers.data.os.replace", replace_then_die)
+    monkeypatch.setattr("helpers.data.llava.os.replace", replace_then_die)
     with pytest.raises(KeyboardInterrupt):
         foodieqa_to_llava(sivqa, tmp_path / "foodie", killed, val_fraction=0.34, seed=0, workers=1)
-    monkeypatch.setattr("helpers.data.os.replace", real_replace)
+    monkeypatch.setattr("helpers.data.llava.os.replace", real_replace)
     assert not (killed / "train.json").exists(), "a half-done conversion looks finished to notebooks 04/05"
     # the notebooks' own test ("if not train.json: convert") redoes it, and the result is the full one
     if not (killed / "train.json").is_file():
@@ -125,7 +125,7 @@ def _finished_run(settings, base: Path) -> Path:
 
 
 def test_a_new_launch_never_trains_into_a_finished_run(tmp_path, monkeypatch):
-    from helpers import finetune
+    from helpers.train import finetune, train_run
 
     S = SimpleNamespace(runs_dir=tmp_path / "runs")
     first = _finished_run(S, tmp_path / "base")
@@ -138,10 +138,10 @@ def test_a_new_launch_never_trains_into_a_finished_run(tmp_path, monkeypatch):
 
     # a launch aimed at the finished run's work dir by hand is refused before anything starts
     monkeypatch.setattr(finetune, "_xtuner_executable", lambda: Path(sys.executable))
-    monkeypatch.setattr(finetune.subprocess, "Popen",
+    monkeypatch.setattr(train_run.subprocess, "Popen",
                         lambda *a, **k: pytest.fail("xtuner train was started in a finished run's work dir"))
     with pytest.raises(FileExistsError, match="resume=True.*overwrite=True"):
-        finetune.launch(first / "work.py", first / "work")
+        train_run.launch(first / "work.py", first / "work")
     assert _tree(first) == kept
 
     # the second run is stopped mid-training (checkpoints, no record): notebook 06 still gets the first
@@ -174,7 +174,7 @@ def _fake_convert_to_official(model_dir: Path, fail: bool = False):
 
 
 def test_converting_again_never_replaces_a_model_unasked(tmp_path, monkeypatch, tiny_model_dir):
-    from helpers import finetune
+    from helpers.train import convert, finetune
 
     S = SimpleNamespace(runs_dir=tmp_path / "runs")
     run_dir = _finished_run(S, tiny_model_dir)
@@ -182,30 +182,30 @@ def test_converting_again_never_replaces_a_model_unasked(tmp_path, monkeypatch, 
     shutil.rmtree(merged)
     monkeypatch.setattr(finetune, "_xtuner_executable", lambda: Path(sys.executable))
     monkeypatch.setattr(finetune, "_xtuner_python", lambda xtuner: sys.executable)
-    monkeypatch.setattr(finetune.subprocess, "run", _fake_convert_to_official(tiny_model_dir))
+    monkeypatch.setattr(convert.subprocess, "run", _fake_convert_to_official(tiny_model_dir))
 
-    out = finetune.convert(config, checkpoint, merged)  # notebook 05, first run of its convert cell
+    out = convert.convert(config, checkpoint, merged)  # notebook 05, first run of its convert cell
     assert (out / "config.json").is_file() and (out / "conversion.json").is_file()
     assert json.loads((out / "conversion.json").read_text())["checkpoint"] == str(checkpoint.resolve())
     model = _tree(merged)
 
     # the cell run again, with another checkpoint: refused, the model untouched
     with pytest.raises(FileExistsError, match="overwrite=True"):
-        finetune.convert(config, run_dir / "work" / "iter_4.pth", merged)
+        convert.convert(config, run_dir / "work" / "iter_4.pth", merged)
     assert _tree(merged) == model
 
     # asked to overwrite, but the conversion fails halfway: the earlier model is still whole
-    monkeypatch.setattr(finetune.subprocess, "run", _fake_convert_to_official(tiny_model_dir, fail=True))
+    monkeypatch.setattr(convert.subprocess, "run", _fake_convert_to_official(tiny_model_dir, fail=True))
     with pytest.raises(RuntimeError, match="convert_to_official failed"):
-        finetune.convert(config, run_dir / "work" / "iter_4.pth", merged, overwrite=True)
+        convert.convert(config, run_dir / "work" / "iter_4.pth", merged, overwrite=True)
     assert _tree(merged) == model
     assert sorted(p.name for p in run_dir.iterdir()) == ["merged", "run.json", "work", "work.py"]  # no leftovers
 
     # a conversion killed earlier left its build folder; asked to overwrite, the new model replaces the old
     (run_dir / ".merged.converting").mkdir()
     (run_dir / ".merged.converting" / "model.safetensors").write_bytes(b"stale")
-    monkeypatch.setattr(finetune.subprocess, "run", _fake_convert_to_official(tiny_model_dir))
-    finetune.convert(config, run_dir / "work" / "iter_4.pth", merged, overwrite=True)
+    monkeypatch.setattr(convert.subprocess, "run", _fake_convert_to_official(tiny_model_dir))
+    convert.convert(config, run_dir / "work" / "iter_4.pth", merged, overwrite=True)
     assert json.loads((merged / "conversion.json").read_text())["checkpoint"].endswith("iter_4.pth")
     assert sorted(p.name for p in run_dir.iterdir()) == ["merged", "run.json", "work", "work.py"]
     assert runs.latest_run(S)["merged"] == str(merged)  # the run record still points at a loadable model

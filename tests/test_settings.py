@@ -1,9 +1,9 @@
-"""helpers.settings: profiles and the INTERNVL_SETTINGS overrides of a whole run."""
+"""helpers.settings: paths printed relative to the repository; the INTERNVL_SETTINGS overrides of a whole run."""
 from __future__ import annotations
 
 import pytest
 
-from helpers.settings import get_settings
+from helpers.settings import REPO_ROOT, get_settings, repo_relative
 
 
 def test_env_overrides_apply_and_are_recorded(monkeypatch):
@@ -25,3 +25,10 @@ def test_bad_env_overrides_are_named(monkeypatch, raw, words):
 def test_no_env_overrides_by_default(monkeypatch):
     monkeypatch.delenv("INTERNVL_SETTINGS", raising=False)
     assert get_settings("tiny").extra == {}
+
+
+def test_printed_paths_are_relative_to_the_repository(tmp_path):
+    assert repo_relative(REPO_ROOT / "artifacts" / "x") == "artifacts/x"
+    assert repo_relative(tmp_path) == str(tmp_path)  # outside the repository: as it is
+    text = get_settings("tiny").describe()
+    assert str(REPO_ROOT) not in text and "model=artifacts/models/" in text

@@ -1,4 +1,4 @@
-"""helpers.synth: FoodieQA format, every dish, EXIF share, determinism, separable pixels."""
+"""helpers.data.synth: FoodieQA format, every dish, EXIF share, determinism, separable pixels."""
 from __future__ import annotations
 
 import json
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import synth
+from helpers.data import synth
 from helpers.foods import CUISINES, DISH_BY_NAME, DISHES, LOCATIONS
 from helpers.tiling import load_image
 
@@ -234,7 +234,8 @@ def test_cli_and_contact_sheet(tmp_path, capsys):
 
 
 def test_split_modules_and_reexports():
-    from helpers import synth_dishes, synth_draw
+    from helpers.data import synth_dishes
+    from helpers.data import synth_draw
 
     assert synth.draw_photo is synth_draw.draw_photo and synth.SUPERSAMPLE == synth_draw.SUPERSAMPLE
     assert set(synth_dishes.DRAWERS) == {d.key for d in DISHES} == set(synth_draw._SERVING)

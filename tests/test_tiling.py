@@ -246,7 +246,7 @@ def test_draw_tiling_figure():
     cols, rows = tiling.choose_grid(1600, 900, max_num=6)
     assert len(fig.axes) == 1 + rows * (cols + 1)
     assert "image tokens" in fig._suptitle.get_text()
-    from helpers.plots import DPI
+    from helpers.display import DPI
     import matplotlib.pyplot as plt
 
     assert fig.get_dpi() == DPI

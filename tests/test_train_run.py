@@ -1,4 +1,4 @@
-"""Tests for helpers.train_run with a stand-in ``xtuner train`` that does what XTuner's dataset does
+"""Tests for helpers.train.train_run with a stand-in ``xtuner train`` that does what XTuner's dataset does
 with images (``prepare_data``: print the error, train on another sample) in a few milliseconds."""
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from helpers import finetune
+from helpers.train import finetune, train_run
 
 FAKE_XTUNER = '''#!{python}
 """Stand-in for `xtuner train CONFIG --work-dir DIR`: XTuner's image handling, log lines, checkpoints."""
@@ -62,7 +62,7 @@ def config_for(tmp, images, names):
 
 def test_clean_run_is_ok(setup):
     tmp, images = setup
-    run = finetune.launch(config_for(tmp, images, ["0.jpg", "1.jpg", "2.jpg", "3.jpg"]), tmp / "work")
+    run = train_run.launch(config_for(tmp, images, ["0.jpg", "1.jpg", "2.jpg", "3.jpg"]), tmp / "work")
     run.wait(progress=False)
     result = run.result()
     assert result.ok and result.replaced_samples == 0 and result.checkpoint.name == "iter_4.pth"
@@ -71,10 +71,10 @@ def test_clean_run_is_ok(setup):
 def test_missing_image_is_surfaced_with_count_and_records(setup, capsys):
     tmp, images = setup
     config = config_for(tmp, images, ["0.jpg", "gone.jpg", "2.jpg", "3.jpg/"])
-    run = finetune.launch(config, tmp / "work")
+    run = train_run.launch(config, tmp / "work")
     assert "2 training records name an image XTuner cannot open" in capsys.readouterr().out
     run.wait(progress=False)
-    with pytest.raises(finetune.TrainingFailed, match="replaced 2 samples") as err:
+    with pytest.raises(train_run.TrainingFailed, match="replaced 2 samples") as err:
         run.result()
     assert "record 1:" in str(err.value) and "record 3:" in str(err.value)
     kept = run.result(allow_replaced=True)
@@ -85,12 +85,12 @@ def test_missing_image_is_surfaced_with_count_and_records(setup, capsys):
 def test_resume_of_a_finished_run_says_it_is_complete(setup, monkeypatch, capsys):
     tmp, images = setup
     config = config_for(tmp, images, ["0.jpg", "1.jpg"])
-    run = finetune.launch(config, tmp / "work")
+    run = train_run.launch(config, tmp / "work")
     run.wait(progress=False)
     first = run.result()
-    monkeypatch.setattr(finetune.subprocess, "Popen",
+    monkeypatch.setattr(train_run.subprocess, "Popen",
                         lambda *a, **k: pytest.fail("xtuner train started for a run that is complete"))
-    again = finetune.launch(config, tmp / "work", resume=True)
+    again = train_run.launch(config, tmp / "work", resume=True)
     assert "the run is complete" in capsys.readouterr().out
     assert again.wait(progress=False) == 0
     result = again.result()
@@ -110,8 +110,8 @@ def test_resume_without_the_earlier_log_does_not_claim_a_crash(setup, capsys):
     # a stand-in that, like mmengine resuming at the last iteration, trains and logs nothing
     fake = Path(finetune._xtuner_executable())
     fake.write_text(f"#!{sys.executable}\n")
-    run = finetune.launch(config, work, resume=True)
+    run = train_run.launch(config, work, resume=True)
     run.wait(progress=False)
-    with pytest.raises(finetune.TrainingFailed, match="already complete") as err:
+    with pytest.raises(train_run.TrainingFailed, match="already complete") as err:
         run.result()
     assert "crashed" not in str(err.value)

@@ -1,4 +1,4 @@
-"""Tests for helpers.webui: upload checks on real odd files, and the launched Gradio app driven by
+"""Tests for helpers.serve.webui: upload checks on real odd files, and the launched Gradio app driven by
 gradio_client on 127.0.0.1 (two turns with an image, session isolation, bad uploads, the queue)."""
 from __future__ import annotations
 
@@ -91,7 +91,7 @@ def files(tmp_path_factory):
     ("big_bytes", "超过上传上限 1 MB"), ("many_pixels", "3000×2000"), ("bomb", "约 400 百万像素"),
 ])
 def test_bad_uploads_are_refused_with_a_reason(files, key, words):
-    from helpers.webui import UploadError, load_upload
+    from helpers.serve.uploads import UploadError, load_upload
 
     with pytest.raises(UploadError) as err:
         load_upload(files[key], **LIMITS)
@@ -102,7 +102,7 @@ def test_bad_uploads_are_refused_with_a_reason(files, key, words):
 def test_truncated_is_refused_even_after_lmdeploy_import(files):
     from PIL import ImageFile
 
-    from helpers.webui import UploadError, load_upload
+    from helpers.serve.uploads import UploadError, load_upload
 
     old = ImageFile.LOAD_TRUNCATED_IMAGES
     ImageFile.LOAD_TRUNCATED_IMAGES = True  # what `import lmdeploy` does process-wide
@@ -115,7 +115,7 @@ def test_truncated_is_refused_even_after_lmdeploy_import(files):
 
 
 def test_odd_modes_become_rgb(files):
-    from helpers.webui import load_upload
+    from helpers.serve.uploads import load_upload
 
     img, notes = load_upload(files["cmyk"], **LIMITS)
     assert img.mode == "RGB" and img.getpixel((5, 5)) == (255, 0, 0) and any("CMYK" in n for n in notes)
@@ -136,7 +136,7 @@ def test_odd_modes_become_rgb(files):
 
 
 def test_default_limits_come_from_settings(files):
-    from helpers.webui import UploadError, load_upload
+    from helpers.serve.uploads import UploadError, load_upload
 
     load_upload(files["many_pixels"], settings=S)  # 6 MP is fine under the default 40 MP
     with pytest.raises(UploadError, match="2 百万像素"):
@@ -144,7 +144,7 @@ def test_default_limits_come_from_settings(files):
 
 
 def test_example_images_one_per_dish(tmp_path):
-    from helpers.webui import example_images
+    from helpers.serve.engine_pool import example_images
 
     (tmp_path / "images").mkdir()
     records = []
@@ -185,14 +185,14 @@ class GatedEngine:
 def engine(tiny_model_dir):
     pytest.importorskip("gradio")
     pytest.importorskip("gradio_client")
-    from helpers.deploy import make_pipeline
+    from helpers.serve.pipeline import make_pipeline
 
     return make_pipeline(tiny_model_dir, engine="transformers")
 
 
 def _launch(demo, settings):
-    from helpers.deploy import free_port
-    from helpers.webui import launch
+    from helpers.serve.api_server import free_port
+    from helpers.serve.webui import launch
 
     port = free_port()
     launch(demo, "127.0.0.1", port, settings=settings, prevent_thread_lock=True, quiet=True)
@@ -201,7 +201,7 @@ def _launch(demo, settings):
 
 @pytest.fixture(scope="module")
 def app(engine, files):
-    from helpers.webui import build_app
+    from helpers.serve.webui import build_app
 
     settings = S.replace(**LIMITS)
     demo = build_app(engine, settings, finetuned_model=str(TINY), examples=[(str(files["jpeg"]), "示例菜")])
@@ -241,8 +241,8 @@ def _ask(client, question):
 
 def _expected(engine, image_path, questions):
     """What the engine answers when asked directly (greedy), turn by turn."""
-    from helpers.deploy import generation_config
-    from helpers.webui import load_upload
+    from helpers.serve.generation import generation_config
+    from helpers.serve.uploads import load_upload
 
     image, _ = load_upload(image_path, **LIMITS)
     cfg = generation_config(max_new_tokens=GEN[0], do_sample=False, temperature=GEN[1], top_p=GEN[2])
@@ -338,7 +338,7 @@ def test_new_chat_and_model_switch(app, files):
 def test_busy_engine_queues_instead_of_failing(engine, files):
     from gradio_client.utils import Status
 
-    from helpers.webui import build_app
+    from helpers.serve.webui import build_app
 
     gated = GatedEngine(engine)
     settings = S.replace(**LIMITS)
@@ -370,10 +370,25 @@ def test_busy_engine_queues_instead_of_failing(engine, files):
 
 def test_build_app_binds_loopback_and_no_share(engine):
     pytest.importorskip("gradio")
-    from helpers.webui import build_app, main
+    from helpers.serve.webui import build_app, main
 
     assert S.server_host == "127.0.0.1"
     with pytest.raises(SystemExit):
         main(["--model", "/nonexistent/model"])
     demo = build_app(engine, S, examples=[], preload=False)
     assert demo.course_pool.labels == [f"模型：{TINY.name}"]
+
+
+def test_webui_roundtrip_answers_like_the_pipeline(engine, files):
+    """helpers.serve.roundtrip (notebooks 03 and 06): the UI's answer is the engine's answer to the same prompt."""
+    from helpers.serve.generation import generation_config
+    from helpers.serve.roundtrip import message_text, webui_roundtrip
+    from helpers.serve.webui import build_app
+
+    settings = S.replace(**LIMITS)
+    demo = build_app(engine, settings, examples=[])
+    trip = webui_roundtrip(demo, files["jpeg"], "这是什么菜？", settings, max_new_tokens=6)
+    assert trip["roles"][-2:] == ["user", "assistant"] and trip["loaded"].startswith("📷")
+    direct = engine.chat(("这是什么菜？", str(files["jpeg"])), gen_config=generation_config(max_new_tokens=6))
+    assert trip["answer"].strip() == direct.response.text.strip()
+    assert message_text({"content": [{"type": "text", "text": "a"}, {"text": "b"}]}) == "ab"

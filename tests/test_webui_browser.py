@@ -47,7 +47,7 @@ def _photo(path: Path, colour=(200, 80, 40)):
 
 @pytest.fixture(scope="module")
 def engine(tiny_model_dir):
-    from helpers.deploy import make_pipeline
+    from helpers.serve.pipeline import make_pipeline
 
     return make_pipeline(tiny_model_dir, engine="transformers")
 
@@ -68,8 +68,8 @@ def browser():
 
 
 def _serve(demo):
-    from helpers.deploy import free_port
-    from helpers.webui import launch
+    from helpers.serve.api_server import free_port
+    from helpers.serve.webui import launch
 
     port = free_port()
     launch(demo, "127.0.0.1", port, settings=SETTINGS, prevent_thread_lock=True, quiet=True)
@@ -130,8 +130,8 @@ def _ask(page, question: str) -> str:
 
 
 def _direct(engine, image_path, questions, max_new_tokens):
-    from helpers.deploy import generation_config
-    from helpers.webui import load_upload
+    from helpers.serve.generation import generation_config
+    from helpers.serve.uploads import load_upload
 
     image, _ = load_upload(image_path, settings=S)
     cfg = generation_config(max_new_tokens=max_new_tokens)
@@ -143,7 +143,7 @@ def _direct(engine, image_path, questions, max_new_tokens):
 
 
 def test_upload_and_two_turns_in_chromium(browser, engine, tmp_path):
-    from helpers.webui import build_app
+    from helpers.serve.webui import build_app
 
     photo = _photo(tmp_path / "dish.jpg")
     example = _photo(tmp_path / "example.jpg", colour=(40, 160, 90))
@@ -170,7 +170,8 @@ def test_upload_and_two_turns_in_chromium(browser, engine, tmp_path):
 
 
 def test_second_tab_sees_it_is_queued(browser, engine, tmp_path):
-    from helpers.webui import QUEUED, build_app
+    from helpers.serve.handlers import QUEUED
+    from helpers.serve.webui import build_app
 
     gate, started = threading.Event(), threading.Event()
 

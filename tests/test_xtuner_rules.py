@@ -1,4 +1,4 @@
-"""Tests for helpers.xtuner_rules: what passes the checker is what XTuner trains on as written."""
+"""Tests for helpers.data.xtuner_rules: what passes the checker is what XTuner trains on as written."""
 from __future__ import annotations
 
 import copy
@@ -8,7 +8,7 @@ import random
 import pytest
 from PIL import Image
 
-from helpers.checks import check_llava, check_llava_record
+from helpers.data.checks import check_llava, check_llava_record
 from helpers.settings import get_settings
 
 
@@ -51,7 +51,7 @@ def test_huge_image_wh_is_rejected_not_overflowing():
 
 @pytest.fixture()
 def length_setup(tmp_path, tiny_model_dir):
-    from helpers.checks import LengthCheck
+    from helpers.data.checks import LengthCheck
 
     images = tmp_path / "images"
     images.mkdir()

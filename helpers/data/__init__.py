@@ -1,0 +1,1 @@
+"""The data wing: synthetic FoodieQA, FoodieQA -> LLaVA conversion, checks, faults, views, what XTuner builds."""

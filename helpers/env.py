@@ -1,0 +1,74 @@
+"""What this kernel has: library versions, CUDA, and :func:`need` (import a module or say how to install it).
+
+Example:
+    >>> from helpers.env import need, show_versions
+    >>> need("json").__name__
+    'json'
+    >>> show_versions(("torch",))  # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import platform
+
+# Which requirements file installs a module (the other one: requirements-lmdeploy.txt).
+XTUNER_ONLY = ("xtuner", "mmengine", "deepspeed", "peft", "bitsandbytes")
+COURSE_LIBRARIES = ("torch", "transformers", "lmdeploy", "xtuner", "gradio")
+
+
+def install_hint(module: str) -> str:
+    """The requirements file (and environment) that installs ``module``."""
+    if module.split(".")[0] in XTUNER_ONLY:
+        return "install requirements-xtuner.txt (the XTuner environment, .venv-xtuner)"
+    return "install requirements-lmdeploy.txt or requirements-xtuner.txt (pip install -r ...)"
+
+
+def need(module: str, why: str = ""):
+    """``importlib.import_module(module)``, or an ImportError that says what installs it.
+
+    Args:
+        module: dotted module name.
+        why: who needs it (put at the front of the message).
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        who = f"{why} needs {module}" if why else f"{module} is missing"
+        raise ImportError(f"{who}: {install_hint(module)} ({exc})") from exc
+
+
+def version(distribution: str) -> str | None:
+    """The installed version of a distribution, or None."""
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def device() -> str:
+    """``"cuda: <GPU name>"`` (with ``x N`` for several), ``"cpu"``, or ``"no torch"``."""
+    try:
+        import torch
+    except ImportError:
+        return "no torch"
+    if not torch.cuda.is_available():
+        return "cpu"
+    n = torch.cuda.device_count()
+    return f"cuda: {torch.cuda.get_device_name(0)}" + (f" x {n}" if n > 1 else "")
+
+
+def versions(libraries=COURSE_LIBRARIES) -> dict:
+    """``{"python": ..., library: version or None, "device": ...}`` for this kernel."""
+    out = {"python": platform.python_version()}
+    out.update({lib: version(lib) for lib in libraries})
+    out["device"] = device()
+    return out
+
+
+def show_versions(libraries=COURSE_LIBRARIES) -> dict:
+    """Print :func:`versions` (libraries that are not installed say so) and return it."""
+    info = versions(libraries)
+    for key, value in info.items():
+        print(f"{key:<13}{value if value is not None else '未安装（另一个环境才有）'}")
+    return info

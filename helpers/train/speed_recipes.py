@@ -1,0 +1,77 @@
+"""Ways to run the course's LoRA fine-tune faster or in less GPU memory, with the same maths.
+
+Every recipe here keeps what the model learns from: the global batch (8 samples per optimizer
+step), the optimizer, learning-rate schedule, LoRA and data. Only how a step is computed changes:
+the micro-batch (with the gradient accumulation that keeps the batch), whether the LLM's
+activations are recomputed in backward, the AdamW kernel, and whether the LM head's matmuls run
+through weights padded to an aligned row count (the same logits).
+
+=============  ==================  =============  ============  ===========================
+recipe         micro-batch x acc.  checkpointing  LM head       for
+=============  ==================  =============  ============  ===========================
+course         4 x 2               on             as is         the upstream recipe as it is
+recommended    2 x 4               off            aligned       an 80 GB card: the fastest
+lean           1 x 8               on             as is         a 24 GB card: the least memory
+=============  ==================  =============  ============  ===========================
+
+``benchmarks/bench_finetune.py`` measures them side by side at InternVL2-2B size; the measured speed and
+memory are in ``benchmarks/README.md``.
+
+Example:
+    >>> from helpers.settings import get_settings
+    >>> S = speed_settings(get_settings("tiny"), "lean")
+    >>> (S.batch_size, S.accumulative_counts, S.llm_activation_checkpointing)
+    (1, 4, True)
+"""
+from __future__ import annotations
+
+from helpers.settings import Settings
+
+# micro_batch: "half" or "one" of the profile's micro-batch; accumulation makes up the rest of
+# the global batch (course recipe: 4 x 2 -> 2 x 4 or 1 x 8).
+SPEED_RECIPES = {
+    "course": {},  # the upstream recipe as it is
+    "recommended": dict(micro_batch="half", llm_activation_checkpointing=False, fused_adamw=True, aligned_lm_head=True),
+    "lean": dict(micro_batch="one"),
+}
+
+# Why each value differs from the course recipe; written into the rendered config.
+SPEED_REASONS = {
+    "batch_size": "smaller micro-batch, same global batch (x accumulation): fewer activations held at once",
+    "accumulative_counts": "keeps the global batch of the course recipe with the smaller micro-batch",
+    "llm_activation_checkpointing": "no second forward of the LLM in backward (faster; the freed micro-batch pays "
+                                    "for the memory)",
+    "fused_adamw": "one CUDA kernel for the whole AdamW update",
+    "aligned_lm_head": "the 92,553-row LM head (and its LoRA B) through weights padded to 64 rows: the same logits, "
+                       "aligned tensor-core matmuls instead of a slow fallback kernel",
+}
+
+
+def speed_settings(settings: Settings, name: str) -> Settings:
+    """``settings`` with speed recipe ``name`` applied (global batch and maths unchanged).
+
+    Args:
+        settings: course settings.
+        name: a key of :data:`SPEED_RECIPES` ("course", "recommended", "lean").
+
+    Returns:
+        New settings (the input is not changed).
+
+    Raises:
+        ValueError: unknown recipe.
+    """
+    if name not in SPEED_RECIPES:
+        raise ValueError(f"speed recipe {name!r}: choose one of {', '.join(SPEED_RECIPES)}")
+    knobs = dict(SPEED_RECIPES[name])
+    total = settings.batch_size * settings.accumulative_counts
+    micro = {"half": max(1, settings.batch_size // 2), "one": 1, None: settings.batch_size}[knobs.pop("micro_batch", None)]
+    if total % micro:
+        raise ValueError(f"speed recipe {name!r}: micro-batch {micro} does not divide the global batch {total}")
+    return settings.replace(batch_size=micro, accumulative_counts=total // micro, **knobs)
+
+
+def speed_reasons() -> dict:
+    """Reasons for the config comments: the profile's own (CPU) ones, then the speed recipes'."""
+    from helpers.train.xtuner_config import OVERRIDE_REASONS
+
+    return {**OVERRIDE_REASONS, **SPEED_REASONS}

@@ -1,0 +1,20 @@
+"""Tests for helpers.env: versions, device, need() with the install hint."""
+import pytest
+
+from helpers.env import install_hint, need, show_versions, versions
+
+
+def test_need_imports_or_names_the_requirements_file():
+    assert need("json").dumps([]) == "[]"
+    with pytest.raises(ImportError, match="requirements-xtuner.txt"):
+        need("xtuner.definitely_missing_submodule")
+    with pytest.raises(ImportError, match="stage 0b needs no_such_module_here"):
+        need("no_such_module_here", "stage 0b")
+    assert "requirements-lmdeploy.txt" in install_hint("gradio")
+
+
+def test_versions_name_what_is_missing(capsys):
+    info = show_versions(("pytest", "no-such-distribution"))
+    assert info["pytest"] == pytest.__version__ and info["no-such-distribution"] is None
+    assert set(versions(())) == {"python", "device"}
+    assert "另一个环境" in capsys.readouterr().out
