@@ -20,7 +20,7 @@ export INTERNVL_MODEL_PATH=$REPLICA FOODIEQA_ROOT=$DATA HF_HUB_OFFLINE=1 TRANSFO
 prepare() {
     python3 -m helpers.replica --shapes 2b --device cuda --out "$REPLICA"
     python3 -m helpers.models build-tiny          # notebook 02 trains its miniature stages on the tiny model
-    python3 -m helpers.synth --out "$DATA"
+    python3 -m helpers.data.synth --out "$DATA"
 }
 
 run_one() {  # run_one OUT NN

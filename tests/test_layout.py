@@ -8,7 +8,7 @@ import ast
 from pathlib import Path
 
 HELPERS = Path(__file__).resolve().parent.parent / "helpers"
-WINGS = ("concepts", "data", "pretrain", "train", "serve", "evaluate")
+WINGS = ("concepts", "data", "pretrain", "train", "serve", "evaluate", "troubleshoot", "lessons")
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 80  # lines of code, the docstring not counted
 

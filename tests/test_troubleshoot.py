@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from helpers import troubleshoot as ts
+from helpers.troubleshoot import common as ts
 from helpers.settings import XTUNER_SYSTEM_PROMPT, get_settings
 
 S = get_settings()
@@ -77,8 +77,8 @@ def test_run_in_env_reports_a_failing_script():
 
 # --------------------------------------------------------------------------- serving side
 def test_kv_cache_plan_is_a_share_of_free_memory_and_matches_the_recorded_run():
-    from helpers.memory import MODELS, kv_cache_bytes_per_token, serving_weight_bytes
-    from helpers.troubleshoot_serving import kv_cache_plan, recorded_serving_memory
+    from helpers.concepts.memory import MODELS, kv_cache_bytes_per_token, serving_weight_bytes
+    from helpers.troubleshoot.serving import kv_cache_plan, recorded_serving_memory
 
     weights = serving_weight_bytes(MODELS["InternVL2-2B"])
     plan = kv_cache_plan(139.8, weights, 0.8, kv_cache_bytes_per_token(MODELS["InternVL2-2B"]), 8192)
@@ -94,7 +94,7 @@ def test_kv_cache_plan_is_a_share_of_free_memory_and_matches_the_recorded_run():
 
 
 def test_xtuner_training_format_is_read_from_xtuners_source():
-    from helpers.troubleshoot_serving import training_prompt, xtuner_training_format
+    from helpers.troubleshoot.serving import training_prompt, xtuner_training_format
 
     if not ts.XTUNER_PYTHON.exists():
         pytest.skip("the XTuner environment is needed (make envs)")
@@ -108,8 +108,8 @@ def test_template_choice_follows_the_folder_name_without_a_chat_template(tiny_mo
     pytest.importorskip("lmdeploy", reason="LMDeploy's template matching")
     from lmdeploy import ChatTemplateConfig
 
-    from helpers.finetune import chat_template_config
-    from helpers.troubleshoot_serving import template_choice, tokenizer_copy
+    from helpers.train.convert import chat_template_config
+    from helpers.troubleshoot.serving import template_choice, tokenizer_copy
 
     good = template_choice(tokenizer_copy(tiny_model_dir, tmp_path / "internvl2-tiny"))
     assert good["template"] == "HFChatTemplate" and good["prompt"].startswith("<|im_start|>system")
@@ -123,7 +123,7 @@ def test_template_choice_follows_the_folder_name_without_a_chat_template(tiny_mo
 
 def test_stop_ids_need_generation_config(tiny_model_dir, tmp_path):
     pytest.importorskip("lmdeploy", reason="LMDeploy's stop-token resolution")
-    from helpers.troubleshoot_serving import lmdeploy_stop_ids, tokenizer_copy
+    from helpers.troubleshoot.serving import lmdeploy_stop_ids, tokenizer_copy
 
     assert "<|im_end|>" in lmdeploy_stop_ids(tiny_model_dir)
     bare = tokenizer_copy(tiny_model_dir, tmp_path / "converted", keep_generation_config=False)
@@ -132,7 +132,7 @@ def test_stop_ids_need_generation_config(tiny_model_dir, tmp_path):
 
 def test_toy_model_rambles_without_im_end_and_stops_with_it(tiny_model_dir):
     pytest.importorskip("lmdeploy", reason="prompts are rendered by LMDeploy's template class")
-    from helpers.troubleshoot_serving import TOY_PAIRS, chat_prompt, greedy_reply, train_toy_chat
+    from helpers.troubleshoot.serving import TOY_PAIRS, chat_prompt, greedy_reply, train_toy_chat
 
     lm, tok, loss = train_toy_chat(tiny_model_dir, XTUNER_SYSTEM_PROMPT)
     assert loss < 0.1
@@ -148,7 +148,7 @@ def test_image_order_puts_text_first_unless_images_first():
     pytest.importorskip("lmdeploy", reason="LMDeploy's prompt formatter")
     from PIL import Image
 
-    from helpers.troubleshoot_serving import image_order
+    from helpers.troubleshoot.serving import image_order
 
     plain, fixed = image_order("这是什么菜？", Image.new("RGB", (16, 16)))
     assert plain["content_order"][0] == "text" and plain["user_turn"].startswith("这是什么菜？")
@@ -157,7 +157,7 @@ def test_image_order_puts_text_first_unless_images_first():
 
 # --------------------------------------------------------------------------- training side
 def test_diagnose_checkpoint_kinds_and_wrong_loads(tiny_model, tmp_path):
-    from helpers.troubleshoot_training import diagnose_checkpoint, fake_checkpoints, load_attempts
+    from helpers.troubleshoot.training import diagnose_checkpoint, fake_checkpoints, load_attempts
 
     model, _ = tiny_model
     paths = fake_checkpoints(model, tmp_path / "ckpt")
@@ -174,7 +174,7 @@ def test_diagnose_checkpoint_kinds_and_wrong_loads(tiny_model, tmp_path):
 
 
 def test_xtuner_converters_internvl_has_no_to_hf():
-    from helpers.troubleshoot_training import xtuner_converters
+    from helpers.troubleshoot.training import xtuner_converters
 
     if not ts.XTUNER_PYTHON.exists():
         pytest.skip("the XTuner environment is needed (make envs)")
@@ -185,7 +185,7 @@ def test_xtuner_converters_internvl_has_no_to_hf():
 def test_sideways_photo_is_sideways_for_image_open_only(tmp_path):
     from PIL import Image
 
-    from helpers.troubleshoot_training import exif_views, sideways_copy
+    from helpers.troubleshoot.training import exif_views, sideways_copy
 
     src = tmp_path / "portrait.jpeg"
     Image.new("RGB", (300, 900), (200, 50, 50)).save(src)
@@ -196,7 +196,7 @@ def test_sideways_photo_is_sideways_for_image_open_only(tmp_path):
 
 def test_scrub_and_small_llava_file(tmp_path):
     from helpers.settings import REPO_ROOT
-    from helpers.troubleshoot_training import scrub, small_llava_file
+    from helpers.troubleshoot.training import scrub, small_llava_file
 
     assert scrub(f"{REPO_ROOT}/artifacts/x.json") == "artifacts/x.json"
     f = small_llava_file([{"image": "a.jpg", "conversations": []}] * 2, tmp_path, missing_index=1)

@@ -58,7 +58,7 @@ def server_available() -> tuple:
     return True, ""
 
 
-def _in_running_loop() -> bool:
+def in_running_loop() -> bool:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -134,7 +134,7 @@ def _build_lmdeploy(model_path, session_len, cache_max_entry_count, tp, system_p
         return lmdeploy.pipeline(str(model_path), backend_config=backend, chat_template_config=template,
                                  trust_remote_code=True, **extra)
 
-    if _in_running_loop():
+    if in_running_loop():
         # Inside Jupyter the kernel's own asyncio loop runs in this thread and LMDeploy may not
         # start or wait on another loop here; build the pipeline on a worker thread instead.
         # (LMDeploy 0.18 then serves all calls from its own event-loop thread.)

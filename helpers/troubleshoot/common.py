@@ -4,7 +4,7 @@ Every reproduction here ends in a caught exception or a measured result, never a
 and returns an :class:`Outcome` whose ``kind`` is the letter of what actually happened. The
 notebook asks the learner to predict that letter first (:data:`EXERCISES`,
 :func:`check_prediction`), then shows the fix and checks it. This module holds the event-loop,
-version-drift and XTuner-launch problems; :mod:`helpers.troubleshoot_serving` the prompt,
+version-drift and XTuner-launch problems; :mod:`helpers.troubleshoot.serving` the prompt,
 checkpoint, token-budget, KV-cache and EXIF ones.
 
 Example:

@@ -20,7 +20,7 @@ import shutil
 from pathlib import Path
 
 from helpers.settings import REPO_ROOT
-from helpers.troubleshoot import XTUNER_PYTHON, run_in_env
+from helpers.troubleshoot.common import XTUNER_PYTHON, run_in_env
 
 LORA_TARGETS = ("wqkv", "wo", "w1", "w2", "w3")  # XTuner's InternVL LoRA targets in InternLM2
 DS_MODEL_FILE = "mp_rank_00_model_states.pt"
@@ -72,7 +72,7 @@ def diagnose_checkpoint(path) -> dict:
         ``deepspeed_part``, ``peft_adapter``, ``missing``, ``unknown``.
     """
     path = Path(path)
-    convert = "python -m xtuner.configs.internvl.v1_5.convert_to_official CONFIG {} OUT_DIR（或 helpers.finetune.convert）"
+    convert = "python -m xtuner.configs.internvl.v1_5.convert_to_official CONFIG {} OUT_DIR（或 helpers.train.convert.convert）"
     if not path.exists():
         return dict(kind="missing", what="不存在", fix="检查路径；训练是否真的写出了 checkpoint（last_checkpoint 文件）")
     if path.is_dir() and (path / "config.json").is_file():
@@ -163,7 +163,7 @@ def scrub(text: str) -> str:
 # --------------------------------------------------------------------------- 5 / 9. XTuner's dataset
 DATASET_PROBE = '''
 import json, sys, numpy as np
-from helpers.inspect_xtuner import load_xtuner_dataset
+from helpers.data.xtuner_sample import load_xtuner_dataset
 from mmengine.logging import MMLogger
 data_file, image_root, model_path, queries = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
 out = []
@@ -218,20 +218,20 @@ def crash_under_xtuner(work_dir) -> dict:
 
     Returns:
         ``{"exit_status", "verdict", "traceback_in_log"}``; ``verdict`` is the first line of the
-        :class:`helpers.finetune.TrainingFailed` that ``TrainRun.result()`` raises (None if none).
+        :class:`helpers.train.train_run.TrainingFailed` that ``TrainRun.result()`` raises (None if none).
     """
-    from helpers import finetune
+    from helpers.train import train_run
 
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
     config = work / "crashing_config.py"
     config.write_text('raise RuntimeError("simulated crash while the config is built")\n', encoding="utf-8")
-    run = finetune.launch(config, work / "work_dir", overwrite=True)
+    run = train_run.launch(config, work / "work_dir", overwrite=True)
     status = run.wait(progress=False)
     try:
         run.result()
         verdict = None
-    except finetune.TrainingFailed as exc:
+    except train_run.TrainingFailed as exc:
         verdict = str(exc).splitlines()[0]
     return dict(exit_status=status, verdict=verdict,
                 traceback_in_log="simulated crash" in run.log_text())

@@ -9,7 +9,7 @@ text answers in seconds, so stopping (or not) can be measured on a model that ac
 to end its answers with ``<|im_end|>``.
 
 Example:
-    >>> from helpers.troubleshoot_serving import kv_cache_plan
+    >>> from helpers.troubleshoot.serving import kv_cache_plan
     >>> round(kv_cache_plan(139.8, 4.41e9, 0.8)["kv_cache_gib"], 1)
     108.6
 """
@@ -111,7 +111,7 @@ def lmdeploy_stop_ids(model_dir) -> dict:
 
 def chat_prompt(system: str, question: str) -> str:
     """InternVL2's internlm2-chat prompt for one text question (LMDeploy's rendering, course markers)."""
-    from helpers.deploy import internvl2_chat_template
+    from helpers.prompts import internvl2_chat_template
 
     return internvl2_chat_template(system).chat_template().messages2prompt([{"role": "user", "content": question}])
 
@@ -188,7 +188,7 @@ def image_order(question: str, image) -> list:
     from lmdeploy.serve.processors.multimodal import MultimodalProcessor
     from lmdeploy.vl.model.internvl import InternVLVisionModel
 
-    from helpers.deploy import images_first
+    from helpers.serve.messages import images_first
 
     class _Template:
         def messages2prompt(self, messages, **kwargs):
@@ -252,7 +252,7 @@ def kv_cache_plan(card_gib: float, weight_bytes: float, ratio: float, kv_bytes_p
         card_gib: the card's memory in GiB.
         weight_bytes: model weights on the card.
         ratio: ``cache_max_entry_count``.
-        kv_bytes_per_token: bytes of one token's keys and values (``helpers.memory``).
+        kv_bytes_per_token: bytes of one token's keys and values (``helpers.concepts.memory``).
         need_tokens: tokens the workload keeps at once (e.g. session_len x sessions).
 
     Returns:

@@ -1,0 +1,6 @@
+"""Notebook 07, the troubleshooting lab: the failures learners of this workflow hit, reproduced on the CPU.
+
+``common`` holds the exercises, the prediction check and running code in the other course
+environment; ``serving`` the prompt, template, image-order and KV-cache problems; ``training``
+the checkpoint, truncation, silent-failure and EXIF problems.
+"""
