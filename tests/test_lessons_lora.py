@@ -37,3 +37,12 @@ def test_iterations_follow_the_recipe():
     per_epoch = -(-100 // S.batch_size)
     assert L.answer_iterations(S, 100, 3) == 3 * per_epoch // S.accumulative_counts
     assert L.check_iterations(L.answer_iterations(S, 100, 3), L.answer_iterations(S, 100, 3), quiet=True)
+
+
+def test_course_speed_recipe_gives_the_profile_reason_for_accumulation():
+    from helpers.speed_recipes import speed_reasons
+    from helpers.xtuner_config_template import OVERRIDE_REASONS
+
+    assert speed_reasons("course")["accumulative_counts"] == OVERRIDE_REASONS["accumulative_counts"]
+    assert "global batch" in speed_reasons("recommended")["accumulative_counts"]
+    assert speed_reasons() == speed_reasons("recommended")
