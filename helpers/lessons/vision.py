@@ -123,3 +123,43 @@ def check_loss_targets(prediction, answer: int, quiet: bool = False):
     """Check a prediction of :func:`answer_loss_targets` (``answer`` computed from the sample)."""
     return check(prediction, answer, quiet=quiet,
                  hint="系统提示、问题和 <IMG_CONTEXT> 的标签都是 -100；回答结束后还有一个 token 要学。")
+
+
+def multi_tile_batch(train_json, image_root, model_path, settings, n: int = 3):
+    """A real XTuner batch whose samples have different tile counts (padding visible).
+
+    Builds XTuner's own dataset on a checkpoint that tiles (the tiny checkpoint: up to 6 tiles),
+    picks ``n`` photos whose aspect ratios give different tile counts, and collates them with
+    XTuner's ``default_collate_fn``.
+
+    Args:
+        train_json: LLaVA-format training file.
+        image_root: folder the image paths are relative to.
+        model_path: checkpoint whose ``max_dynamic_patch`` > 1.
+        settings: course settings.
+        n: samples in the batch.
+
+    Returns:
+        ``(samples, batch)``: the :class:`helpers.inspect_xtuner.BuiltSample` list (fewest tiles
+        first) and the collated batch.
+    """
+    import json
+    from pathlib import Path
+
+    from PIL import Image
+    from xtuner.dataset.collate_fns import default_collate_fn
+
+    from helpers.inspect_xtuner import build_sample, load_xtuner_dataset
+
+    max_num = json.loads((Path(model_path) / "config.json").read_text(encoding="utf-8"))["max_dynamic_patch"]
+    records = json.loads(Path(train_json).read_text(encoding="utf-8"))
+    by_tiles = {}
+    for i, rec in enumerate(records):
+        with Image.open(Path(image_root) / rec["image"]) as im:
+            w, h = im.size  # EXIF-rotated photos were baked upright by the converter
+        by_tiles.setdefault(tiling.tile_count(w, h, max_num=max_num), i)
+        if len(by_tiles) >= n:
+            break
+    ds = load_xtuner_dataset(train_json, image_root, model_path=model_path, settings=settings)
+    samples = [build_sample(ds, i) for _, i in sorted(by_tiles.items())]
+    return samples, default_collate_fn([s.raw for s in samples])
