@@ -58,11 +58,13 @@ def dish_confusions(result, n: int = 6) -> list:
         n: how many pairs.
 
     Returns:
-        Rows ``{"照片里的菜", "模型说的菜", "次数", "同一菜系"}``, most frequent first.
+        Rows ``{"照片里的菜", "模型说的菜", "次数", "同一菜系", "共同主料", "照片里的菜的样子", "说成的菜的样子"}``,
+        most frequent first (the looks are the drawing briefs of the synthetic photos).
     """
     from helpers.foods import DISHES
     from helpers.stages import dish_names_in
 
+    by_name = {d.name: d for d in DISHES}
     cuisine = {d.name: d.cuisine for d in DISHES}
     pairs = Counter()
     for r in result.rows:
@@ -70,8 +72,15 @@ def dish_confusions(result, n: int = 6) -> list:
             continue
         named = dish_names_in(r["answer"])
         pairs[(r["food_name"], named[0] if named else "（没有说菜名）")] += 1
+    def shared(a, b):
+        both = set(by_name[a].main_ingredient) & set(by_name[b].main_ingredient) if a in by_name and b in by_name else ()
+        return "、".join(sorted(both)) or "无"
+
     return [{"照片里的菜": a, "模型说的菜": b, "次数": k,
-             "同一菜系": "是" if cuisine.get(a) and cuisine.get(a) == cuisine.get(b) else "否"}
+             "同一菜系": "是" if cuisine.get(a) and cuisine.get(a) == cuisine.get(b) else "否",
+             "共同主料": shared(a, b),
+             "照片里的菜的样子": by_name[a].looks if a in by_name else "",
+             "说成的菜的样子": by_name[b].looks if b in by_name else ""}
             for (a, b), k in pairs.most_common(n)]
 
 
@@ -103,4 +112,29 @@ def forgetting(models: dict, heldout_json, n: int = 8) -> list:
         rows.append({"模型": label, **{ATTRIBUTE_NAMES.get(k, k): round(v, 2) for k, v in asked["accuracy"].items()},
                      "描述合乎句式": round(fluent, 2)})
         del model
+    return rows
+
+
+def check_base_accuracy(prediction, base_result, quiet: bool = False):
+    """Check a prediction (%, ±2) of the base model's course-format accuracy."""
+    return check(prediction, 100 * base_result.accuracy, tol=2.0, quiet=quiet,
+                 hint="回想 notebook 02：基座的训练数据里出现过菜名吗？")
+
+
+def summary_rows(results: dict, choice: dict) -> list:
+    """Summary table of notebook 06: accuracy per evaluation, computed from the results.
+
+    Args:
+        results: ``{label: EvalResult}`` in course mode.
+        choice: ``{label: EvalResult}`` in choice mode.
+
+    Returns:
+        Rows ``{"评测", "准确率", "说明"}`` (percentages as text).
+    """
+    rows = [{"评测": k, "准确率": f"{r.accuracy:.0%}",
+             "说明": f"菜系对 {r.rate('choice_ok'):.0%}，菜名对 {r.rate('dish_ok'):.0%}"} for k, r in results.items()]
+    for k, r in choice.items():
+        a = choice_analysis(r)
+        rows.append({"评测": k, "准确率": f"{a['accuracy']:.0%}",
+                     "说明": f"读出一个选项 {a['parsed']:.0%}，其中选对 {a['accuracy_parsed']:.0%}；随机猜测 {a['chance']:.0%}"})
     return rows
