@@ -72,14 +72,15 @@ def main(argv=None) -> int:
             page.set_input_files("#upload input[type=file]", str(photo))
             page.wait_for_function(f"() => document.querySelector('#chatbot').innerText.includes('{photo.name}')",
                                    timeout=WAIT_MS)
+            before = page.locator('#chatbot [data-testid="bot"]').count()
             page.fill("#msg textarea", a.question)
             page.press("#msg textarea", "Enter")
             page.wait_for_function(
-                """() => {
+                """([n]) => {
                     const bots = document.querySelectorAll('#chatbot [data-testid="bot"]');
                     const box = document.querySelector('#msg textarea');
-                    return bots.length >= 2 && !bots[bots.length - 1].innerText.includes('⏳') && box && !box.disabled;
-                }""", timeout=WAIT_MS)
+                    return bots.length === n + 1 && !bots[n].innerText.includes('⏳') && box && !box.disabled;
+                }""", arg=[before], timeout=WAIT_MS)
             page.wait_for_timeout(500)
             out = Path(a.out)
             out.parent.mkdir(parents=True, exist_ok=True)
