@@ -92,12 +92,8 @@ $(LLAVA)/train.json: $(SYNTH)/sivqa_tidy.json helpers/data/llava.py
 
 # ---- running the course ---------------------------------------------------------------------
 course: setup
-	mkdir -p $(ART)/executed
-	for nb in $(NOTEBOOKS); do \
-	  echo "=== $$nb"; \
-	  $(VENV_L)/bin/jupyter nbconvert --to notebook --execute "$$nb" --output-dir $(ART)/executed \
-	    --ExecutePreprocessor.timeout=$(NBVAL_TIMEOUT); \
-	done
+	# notebook i/N, cell j/M and the elapsed time in the terminal while it runs
+	$(VENV_L)/bin/python scripts/run_notebooks.py --out $(ART)/executed --timeout $(NBVAL_TIMEOUT) $(NOTEBOOKS)
 	@echo "executed notebooks: $(ART)/executed/"
 
 # Maintainers: re-execute the notebooks in place on the CPU profile, so the committed outputs are current.

@@ -155,9 +155,11 @@ def evaluate(pipe, items, mode: str = "course", *, name: str = "model", batch_si
     gen = generation_config(max_new_tokens=max_new_tokens, do_sample=False)
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        import sys
 
-        bar = tqdm(total=len(items), desc=f"evaluate {name}", unit="q")
+        from tqdm.std import tqdm  # a text bar: a saved notebook shows its final state, not a widget's "0/N"
+
+        bar = tqdm(total=len(items), desc=f"evaluate {name}", unit="q", file=sys.stdout)
     rows = []
     started = time.time()
     try:

@@ -70,8 +70,15 @@ def speed_settings(settings: Settings, name: str) -> Settings:
     return settings.replace(batch_size=micro, accumulative_counts=total // micro, **knobs)
 
 
-def speed_reasons() -> dict:
-    """Reasons for the config comments: the profile's own (CPU) ones, then the speed recipes'."""
+def speed_reasons(name: str | None = None) -> dict:
+    """Reasons for the config comments: the profile's own (CPU) ones, then those of speed recipe ``name``.
+
+    With ``name`` = "course" (the recipe as it is) only the profile's reasons apply: a CPU profile's
+    smaller accumulation is its own choice, not a speed recipe keeping the global batch.
+    ``None`` keeps every speed reason (as before).
+    """
     from helpers.train.xtuner_config import OVERRIDE_REASONS
 
+    if name is not None and not SPEED_RECIPES.get(name):
+        return dict(OVERRIDE_REASONS)
     return {**OVERRIDE_REASONS, **SPEED_REASONS}

@@ -265,8 +265,10 @@ class TrainRun:
         """
         bar = None
         if progress:
-            from tqdm.auto import tqdm
-            bar = tqdm(total=None, desc="xtuner train", unit="it", dynamic_ncols=True)
+            import sys
+
+            from tqdm.std import tqdm  # a text bar: a saved notebook shows its final state, not a widget's "0it"
+            bar = tqdm(total=None, desc="xtuner train", unit="it", file=sys.stdout)
         try:
             while True:
                 code = self.poll()
