@@ -28,7 +28,7 @@ def test_greedy_ignores_temperature(tiny_model_dir):
 
 
 def test_choice_analysis_and_confusions():
-    from helpers.evaluate import EvalResult
+    from helpers.evaluate.evaluation import EvalResult
 
     mc = EvalResult("t", "m", "choice", None, "x", rows=[
         dict(parsed=True, correct=True), dict(parsed=True, correct=False), dict(parsed=False, correct=False),

@@ -39,7 +39,7 @@ def choice_analysis(result, n_choices: int = 4) -> dict:
         ``accuracy_parsed`` (accuracy among the parsed answers), all 0..1.
 
     Example:
-        >>> from helpers.evaluate import EvalResult
+        >>> from helpers.evaluate.evaluation import EvalResult
         >>> r = EvalResult("x", "m", "choice", None, "t", rows=[dict(parsed=True, correct=True),
         ...                                                      dict(parsed=False, correct=False)])
         >>> choice_analysis(r)["accuracy_parsed"]
