@@ -12,7 +12,7 @@ import time
 
 from helpers.data.check_report import CheckReport, Problem, _check_images, _finish
 from helpers.data.image_checks import ImageLimits
-from helpers.data.jsonio import InvalidRecord, read_json_records
+from helpers.data.jsonio import not_a_record, read_json_records
 from helpers.data.pathsafe import find_image_root, safe_image_path, short_repr
 from helpers.data.xtuner_rules import IMAGE_TOKEN, reserved_tokens_in
 
@@ -41,10 +41,9 @@ def check_foodieqa_record(rec, question_types=None) -> list:
         >>> [k for _, k, _, _ in check_foodieqa_record({"question": "q"})][:2]
         ['missing_key', 'missing_key']
     """
-    if isinstance(rec, InvalidRecord):
-        return [(None, rec.kind, str(rec), "error")]
-    if not isinstance(rec, dict):
-        return [(None, "wrong_type", f"record must be an object, got {type(rec).__name__}", "error")]
+    unusable = not_a_record(rec)
+    if unusable:
+        return unusable
     out = []
     add = lambda f, k, m, s="error": out.append((f, k, m, s))  # noqa: E731
     for key, typ in (("question", str), ("choices", list), ("answer", str), ("question_type", str),

@@ -45,6 +45,26 @@ class InvalidRecord(str):
         return obj
 
 
+def not_a_record(rec) -> list:
+    """The one problem that makes ``rec`` unusable as a record, or [] for a JSON object.
+
+    Args:
+        rec: an item of :func:`read_json_records` (a dict, an :class:`InvalidRecord`, or any JSON value).
+
+    Returns:
+        ``[(None, kind, message, "error")]`` or ``[]``.
+
+    Example:
+        >>> not_a_record([1])[0][1]
+        'wrong_type'
+    """
+    if isinstance(rec, InvalidRecord):
+        return [(None, rec.kind, str(rec), "error")]
+    if not isinstance(rec, dict):
+        return [(None, "wrong_type", f"record must be an object, got {type(rec).__name__}", "error")]
+    return []
+
+
 def read_json_records(file, problems: list) -> list | None:
     """Load a .json list or a .jsonl file; file-level failures go to ``problems``.
 

@@ -21,7 +21,7 @@ Example:
 """
 from __future__ import annotations
 
-from helpers.data.jsonio import InvalidRecord
+from helpers.data.jsonio import not_a_record
 from helpers.data.pathsafe import short_repr
 from helpers.prompts import (IMAGE, IMAGE_MARKERS, IMG_CONTEXT, IMG_END, IMG_START, TURN_TOKENS,  # noqa: F401
                              XTUNER_INSTRUCTION, XTUNER_SUFFIX, XTUNER_SYSTEM)
@@ -59,10 +59,9 @@ def check_llava_record(rec, require_image: bool = True) -> list:
         >>> check_llava_record({"image": "a.jpg", "conversations": []})[0][1]
         'empty_conversation'
     """
-    if isinstance(rec, InvalidRecord):
-        return [(None, rec.kind, str(rec), "error")]
-    if not isinstance(rec, dict):
-        return [(None, "wrong_type", f"record must be an object, got {type(rec).__name__}", "error")]
+    unusable = not_a_record(rec)
+    if unusable:
+        return unusable
     out = []
     add = lambda f, k, m, s="error": out.append((f, k, m, s))  # noqa: E731
     _check_fields(rec, add, require_image)
