@@ -59,9 +59,11 @@ def _speed_recipe(name: str) -> dict:
     """A speed recipe of the course (helpers.train.speed_recipes) as this benchmark's row."""
     from helpers.train.speed_recipes import speed_settings
 
-    S = speed_settings(get_settings("full"), name)
+    # the recipe's knobs do not depend on the checkpoint: any path stands in for INTERNVL_MODEL_PATH
+    S = speed_settings(get_settings("full", model_path=Path("internvl2-2b")), name)
     return dict(batch=S.batch_size, accum=S.accumulative_counts, workers=4, fused=S.fused_adamw,
-                checkpointing=S.llm_activation_checkpointing, aligned=S.aligned_lm_head)
+                checkpointing=S.llm_activation_checkpointing, aligned=S.aligned_lm_head,
+                answer_only=S.answer_only_lm_head, liger=S.fused_kernels)
 
 
 RECIPES = {
@@ -77,6 +79,16 @@ RECIPES = {
     "upstream_aligned": dict(batch=4, accum=2, workers=4, fused=False, checkpointing=True, aligned=True),
     # the recommended recipe as measured before the aligned head joined it
     "recommended_unaligned": dict(batch=2, accum=4, workers=4, fused=True, checkpointing=False),
+    # the LM head and loss on labelled positions only (same loss and gradients, no full fp32 logits):
+    # on the recommended recipe, at micro-batch 4 without checkpointing (the memory it frees), and on lean
+    "recommended_answer_only": dict(batch=2, accum=4, workers=4, fused=True, checkpointing=False, aligned=True,
+                                    answer_only=True),
+    "answer_only_b4": dict(batch=4, accum=2, workers=4, fused=True, checkpointing=False, aligned=True,
+                           answer_only=True),
+    # + liger-kernel's fused RMSNorm and SwiGLU
+    "recommended_liger": dict(batch=2, accum=4, workers=4, fused=True, checkpointing=False, aligned=True,
+                              answer_only=True, liger=True),
+    "lean_answer_only": dict(batch=1, accum=8, workers=4, fused=False, checkpointing=True, answer_only=True),
 }
 
 
@@ -84,6 +96,7 @@ def recipe_settings(S, r: dict, smoke: bool):
     """The course settings with a recipe's knobs: the course's renderer writes them into the config."""
     return S.replace(batch_size=r["batch"], accumulative_counts=r["accum"], llm_activation_checkpointing=r["checkpointing"],
                      fused_adamw=r["fused"] and not smoke, aligned_lm_head=bool(r.get("aligned")),
+                     answer_only_lm_head=bool(r.get("answer_only")), fused_kernels=bool(r.get("liger")),
                      dataloader_num_workers=0 if smoke else r["workers"])
 
 
@@ -307,8 +320,8 @@ def main(argv=None) -> int:
         cfg_path, work_dir = write_recipe_config(name, r, S, model_path, train_json, bench / "runs", args.iters,
                                                  args.smoke, args.profile)
         row = dict(recipe=name, batch=r["batch"], accum=r["accum"], checkpointing=r["checkpointing"],
-                   aligned_lm_head=bool(r.get("aligned")),
-                   fused_adamw=r["fused"], workers=r["workers"], config=str(cfg_path))
+                   aligned_lm_head=bool(r.get("aligned")), answer_only_lm_head=bool(r.get("answer_only")),
+                   fused_kernels=bool(r.get("liger")), fused_adamw=r["fused"], workers=r["workers"], config=str(cfg_path))
         try:
             parsed = check_config(cfg_path)
             expected = {"batch": r["batch"], "accum": r["accum"], "max_iters": args.iters}

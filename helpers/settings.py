@@ -80,6 +80,8 @@ class Settings:
     llm_activation_checkpointing: bool = True  # recompute the LLM's activations in backward (XTuner's default): less memory, slower
     fused_adamw: bool = False  # the AdamW update as one fused CUDA kernel (torch AdamW(fused=True))
     aligned_lm_head: bool = False  # LM head matmuls through weights padded to 64 rows (same logits; InternLM2's 92,553 is odd)
+    fused_kernels: bool = False  # liger-kernel's fused RMSNorm and SwiGLU on the LLM (CUDA; same maths, fewer kernels)
+    answer_only_lm_head: bool = False  # LM head + loss only where a token has a label (same loss and gradients, no full fp32 logits)
     optim_wrapper: str = "amp"  # "amp" (AmpOptimWrapper, GPU) or "plain" (OptimWrapper, CPU)
     amp_dtype: str = "float16"  # AmpOptimWrapper dtype (upstream float16; bfloat16 where the card has it)
     num_gpus: int = 1  # GPUs for `xtuner train` (NPROC_PER_NODE); accumulation keeps the global batch
@@ -237,7 +239,8 @@ def get_settings(profile: str | None = None, **overrides) -> Settings:
         >>> S.max_epochs
         1
     """
-    env_model = os.environ.get("INTERNVL_MODEL_PATH")
+    # an explicit model_path (a benchmark's own checkpoint) stands in for INTERNVL_MODEL_PATH
+    env_model = str(overrides["model_path"]) if overrides.get("model_path") else os.environ.get("INTERNVL_MODEL_PATH")
     env_data = os.environ.get("FOODIEQA_ROOT")
     if profile is None:
         profile = "full" if env_model else "tiny"

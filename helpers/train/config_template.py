@@ -70,6 +70,8 @@ dataloader_num_workers = $dataloader_num_workers  # dataloader worker processes
 llm_activation_checkpointing = $activation_checkpointing  # recompute the LLM's activations in backward: less memory, more time
 fused_adamw = $fused_adamw  # the AdamW update as one fused CUDA kernel
 aligned_lm_head = $aligned_lm_head  # LM head through weights padded to 64 rows: same logits, faster matmuls
+fused_kernels = $fused_kernels  # liger-kernel's fused RMSNorm and SwiGLU on the LLM (CUDA)
+answer_only_lm_head = $answer_only_lm_head  # LM head + loss only at labelled positions: same loss and gradients
 max_epochs = $max_epochs  # passes over the training set
 optim_type = AdamW
 lr = $lr  # peak learning rate
@@ -95,6 +97,8 @@ model = dict(
     freeze_visual_encoder=True,
     activation_checkpointing=llm_activation_checkpointing,
     aligned_lm_head=aligned_lm_head,
+    answer_only_lm_head=answer_only_lm_head,
+    fused_kernels=fused_kernels,
     # comment the following lines if you don't want to use Lora in llm
     llm_lora=dict(
         type=LoraConfig,

@@ -13,7 +13,10 @@ applies only the fixes those runs justified; everything else is XTuner's code un
   and ViT features cast to ``mlp1``'s dtype on the way in;
 * optionally (``aligned_lm_head=True``) the LM head computed through weights padded to a
   multiple of 64 rows (:func:`align_lm_head`): InternLM2's vocabulary of 92,553 rows is odd,
-  and cuBLAS then falls back to slow kernels for the largest matmul of the step.
+  and cuBLAS then falls back to slow kernels for the largest matmul of the step;
+* optionally (``answer_only_lm_head=True``) the LM head and the loss computed only at the
+  positions that carry a label (:mod:`helpers.train.answer_loss`): the same loss and gradients
+  without the (batch x length x 92,553) fp32 logits.
 
 This module imports XTuner at the top on purpose: it is only imported by an XTuner config,
 inside the XTuner environment (``requirements-xtuner.txt``).
@@ -177,6 +180,10 @@ class CourseInternVL(InternVL_V1_5):
         activation_checkpointing: keep XTuner's activation checkpointing of the LLM (True, its
             behaviour); False trades memory for speed: no forward is run twice.
         aligned_lm_head: compute the LM head through padded weights (:func:`align_lm_head`).
+        answer_only_lm_head: run the LM head and the loss on labelled positions only
+            (:func:`helpers.train.answer_loss.answer_only_loss`).
+        fused_kernels: liger-kernel's RMSNorm and SwiGLU on the LLM
+            (:func:`helpers.train.fused_kernels.fuse_internlm2_kernels`; CUDA only).
 
     Example (config file)::
 
@@ -184,8 +191,10 @@ class CourseInternVL(InternVL_V1_5):
                      freeze_visual_encoder=True, llm_lora=dict(type=LoraConfig, r=128, ...))
     """
 
-    def __init__(self, *args, activation_checkpointing: bool = True, aligned_lm_head: bool = False, **kwargs):
+    def __init__(self, *args, activation_checkpointing: bool = True, aligned_lm_head: bool = False,
+                 answer_only_lm_head: bool = False, fused_kernels: bool = False, **kwargs):
         ensure_process_group()
+        self.answer_only_lm_head = answer_only_lm_head
         disable_broken_bitsandbytes()
         # XTuner forces flash_attention_2 on the LLM config. Nothing is done about that
         # here: the course's modeling_internlm2.py runs that setting through PyTorch sdpa
@@ -198,7 +207,26 @@ class CourseInternVL(InternVL_V1_5):
             self.activation_checkpointing_disable()
         if aligned_lm_head and align_lm_head(self.model.language_model):
             print_log("LM head computed through a weight padded to a multiple of 64 rows.", logger="current")
+        if fused_kernels:
+            from helpers.train.fused_kernels import fuse_internlm2_kernels
+
+            print_log(f"liger-kernel fused modules: {fuse_internlm2_kernels(self.model.language_model)}.",
+                      logger="current")
+        if answer_only_lm_head:
+            print_log("LM head and loss computed on labelled positions only.", logger="current")
         self._keep_trainables_in_fp32()
+
+    def _llm_forward(self, pixel_values, labels=None, **kwargs):
+        """XTuner's forward of the LLM, or with ``answer_only_lm_head`` the loss alone (no logits returned)."""
+        if not self.answer_only_lm_head or labels is None:
+            return super()._llm_forward(pixel_values, labels=labels, **kwargs)
+        from transformers.modeling_outputs import CausalLMOutputWithPast
+
+        from helpers.train.answer_loss import answer_only_loss
+
+        loss = answer_only_loss(self.model, pixel_values, kwargs["input_ids"], kwargs.get("attention_mask"),
+                                kwargs.get("position_ids"), kwargs["image_flags"], labels)
+        return CausalLMOutputWithPast(loss=loss)
 
     def _keep_trainables_in_fp32(self) -> None:
         """Hold every trainable parameter in fp32.

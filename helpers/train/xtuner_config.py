@@ -72,6 +72,8 @@ class Recipe:
     llm_activation_checkpointing: bool
     fused_adamw: bool
     aligned_lm_head: bool
+    answer_only_lm_head: bool
+    fused_kernels: bool
     save_steps: int
     save_total_limit: int
     save_optimizer: bool
@@ -244,7 +246,8 @@ def render_config(settings: Settings, model_path, train_json, image_folder, work
         accumulative_counts=recipe.accumulative_counts,
         dataloader_num_workers=recipe.dataloader_num_workers, max_epochs=recipe.max_epochs,
         activation_checkpointing=recipe.llm_activation_checkpointing, fused_adamw=recipe.fused_adamw,
-        aligned_lm_head=recipe.aligned_lm_head,
+        aligned_lm_head=recipe.aligned_lm_head, answer_only_lm_head=recipe.answer_only_lm_head,
+        fused_kernels=recipe.fused_kernels,
         lr=recipe.lr, betas=repr(tuple(recipe.betas)), weight_decay=recipe.weight_decay,
         max_norm=recipe.max_norm, warmup_ratio=recipe.warmup_ratio,
         optim_wrapper_settings=optim_settings,
