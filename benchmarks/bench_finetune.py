@@ -79,16 +79,19 @@ RECIPES = {
     "upstream_aligned": dict(batch=4, accum=2, workers=4, fused=False, checkpointing=True, aligned=True),
     # the recommended recipe as measured before the aligned head joined it
     "recommended_unaligned": dict(batch=2, accum=4, workers=4, fused=True, checkpointing=False),
-    # the LM head and loss on labelled positions only (same loss and gradients, no full fp32 logits):
-    # on the recommended recipe, at micro-batch 4 without checkpointing (the memory it frees), and on lean
+    # the recommended recipe before the labelled-only head and liger joined it (2026-11-26 .. 2026-12-07)
+    "recommended_full_head": dict(batch=2, accum=4, workers=4, fused=True, checkpointing=False, aligned=True),
+    # the LM head and loss on labelled positions only, without liger; and at micro-batch 4 (the memory it frees)
     "recommended_answer_only": dict(batch=2, accum=4, workers=4, fused=True, checkpointing=False, aligned=True,
                                     answer_only=True),
     "answer_only_b4": dict(batch=4, accum=2, workers=4, fused=True, checkpointing=False, aligned=True,
                            answer_only=True),
-    # + liger-kernel's fused RMSNorm and SwiGLU
-    "recommended_liger": dict(batch=2, accum=4, workers=4, fused=True, checkpointing=False, aligned=True,
-                              answer_only=True, liger=True),
-    "lean_answer_only": dict(batch=1, accum=8, workers=4, fused=False, checkpointing=True, answer_only=True),
+    "fast_b4": dict(batch=4, accum=2, workers=4, fused=True, checkpointing=False, aligned=True, answer_only=True,
+                    liger=True),
+    # the lean recipe before the labelled-only head; and a lean candidate without recompute
+    "lean_full_head": dict(batch=1, accum=8, workers=4, fused=False, checkpointing=True),
+    "lean_fast": dict(batch=1, accum=8, workers=4, fused=True, checkpointing=False, aligned=True, answer_only=True,
+                      liger=True),
 }
 
 

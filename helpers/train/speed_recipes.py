@@ -3,16 +3,18 @@
 Every recipe here keeps what the model learns from: the global batch (8 samples per optimizer
 step), the optimizer, learning-rate schedule, LoRA and data. Only how a step is computed changes:
 the micro-batch (with the gradient accumulation that keeps the batch), whether the LLM's
-activations are recomputed in backward, the AdamW kernel, and whether the LM head's matmuls run
-through weights padded to an aligned row count (the same logits).
+activations are recomputed in backward, the AdamW kernel, whether the LM head's matmuls run
+through weights padded to an aligned row count (the same logits), whether the LM head and loss
+run only where a token has a label (the same loss), and whether RMSNorm and SwiGLU run as fused
+Triton kernels (liger-kernel).
 
-=============  ==================  =============  ============  ===========================
-recipe         micro-batch x acc.  checkpointing  LM head       for
-=============  ==================  =============  ============  ===========================
-course         4 x 2               on             as is         the upstream recipe as it is
-recommended    2 x 4               off            aligned       an 80 GB card: the fastest
-lean           1 x 8               on             as is         a 24 GB card: the least memory
-=============  ==================  =============  ============  ===========================
+=============  ==================  =============  ======================  ======  ===========================
+recipe         micro-batch x acc.  checkpointing  LM head                 fused   for
+=============  ==================  =============  ======================  ======  ===========================
+course         4 x 2               on             as is                   no      the upstream recipe as it is
+recommended    2 x 4               off            aligned, labelled only  liger   an 80 GB card: the fastest
+lean           1 x 8               on             labelled only           no      a 24 GB card: the least memory
+=============  ==================  =============  ======================  ======  ===========================
 
 ``benchmarks/bench_finetune.py`` measures them side by side at InternVL2-2B size; the measured speed and
 memory are in ``benchmarks/README.md``.
@@ -31,8 +33,9 @@ from helpers.settings import Settings
 # the global batch (course recipe: 4 x 2 -> 2 x 4 or 1 x 8).
 SPEED_RECIPES = {
     "course": {},  # the upstream recipe as it is
-    "recommended": dict(micro_batch="half", llm_activation_checkpointing=False, fused_adamw=True, aligned_lm_head=True),
-    "lean": dict(micro_batch="one"),
+    "recommended": dict(micro_batch="half", llm_activation_checkpointing=False, fused_adamw=True, aligned_lm_head=True,
+                        answer_only_lm_head=True, fused_kernels=True),
+    "lean": dict(micro_batch="one", answer_only_lm_head=True),
 }
 
 # Why each value differs from the course recipe; written into the rendered config.
@@ -42,6 +45,9 @@ SPEED_REASONS = {
     "llm_activation_checkpointing": "no second forward of the LLM in backward (faster; the freed micro-batch pays "
                                     "for the memory)",
     "fused_adamw": "one CUDA kernel for the whole AdamW update",
+    "answer_only_lm_head": "the LM head and the loss only at the positions that carry a label: the same loss and "
+                           "gradients, without the (batch x length x 92,553) fp32 logits",
+    "fused_kernels": "liger-kernel's fused RMSNorm and SwiGLU on the LLM: the same maths in fewer kernels (CUDA)",
     "aligned_lm_head": "the 92,553-row LM head (and its LoRA B) through weights padded to 64 rows: the same logits, "
                        "aligned tensor-core matmuls instead of a slow fallback kernel",
 }

@@ -207,7 +207,11 @@ class CourseInternVL(InternVL_V1_5):
             self.activation_checkpointing_disable()
         if aligned_lm_head and align_lm_head(self.model.language_model):
             print_log("LM head computed through a weight padded to a multiple of 64 rows.", logger="current")
-        if fused_kernels:
+        if fused_kernels and not torch.cuda.is_available():
+            # Triton kernels need a GPU; the maths is the same either way, so a CPU run goes on without them
+            print_log("fused_kernels=True: no CUDA GPU, so RMSNorm and SwiGLU stay PyTorch's (same maths).",
+                      logger="current", level=30)
+        elif fused_kernels:
             from helpers.train.fused_kernels import fuse_internlm2_kernels
 
             print_log(f"liger-kernel fused modules: {fuse_internlm2_kernels(self.model.language_model)}.",

@@ -1,0 +1,41 @@
+"""benchmarks/report.py: rows are matched to the course's recipes by their knobs, goals get a verdict."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks import report  # noqa: E402
+
+
+def _row(name, batch, accum, ckpt, s_per_sample, smi, **knobs):
+    return dict(recipe=name, batch=batch, accum=accum, checkpointing=ckpt, s_per_sample=s_per_sample,
+                smi_peak_gib=smi, mfu=0.2, fused_adamw=knobs.get("fused", False),
+                aligned_lm_head=knobs.get("aligned", False), answer_only_lm_head=knobs.get("answer_only", False),
+                fused_kernels=knobs.get("liger", False))
+
+
+def test_rows_are_matched_by_knobs_and_goals_get_verdicts(tmp_path):
+    rows = [_row("upstream", 4, 2, True, 0.2, 36.0),
+            # called something else in its run, but it is today's recommended recipe
+            _row("some_name", 2, 4, False, 0.1, 30.0, fused=True, aligned=True, answer_only=True, liger=True),
+            _row("lean_answer_only", 1, 8, True, 0.25, 12.0, answer_only=True),
+            _row("old_recommended", 2, 4, False, 0.15, 41.0, fused=True, aligned=True)]
+    path = tmp_path / "finetune-20990101-000000-card.json"
+    path.write_text(json.dumps(dict(
+        rows=rows, iters=10, warmup=4, deepspeed="deepspeed_zero2", matmul={"bf16_tflops": 800.0},
+        sample=dict(tiles=10.0, tiles_min=7, tiles_max=13, tokens=2800),
+        environment=dict(card="NVIDIA H100 80GB HBM3", gpus=1, python="3.12", versions={"torch": "2.11"}))))
+    text = "\n".join(report.finetune_section(path))
+    assert "recommended (row `some_name`) / upstream samples/s: 2.00 (goal ≥ 1.8: met)" in text
+    assert "lean (row `lean_answer_only`) nvidia-smi peak (GiB): 12.00 (goal ≤ 20: met)" in text
+    assert "lean / upstream samples/s: 0.80 (goal ≥ 1.2: not met)" in text
+    assert "old_recommended" in text and "recommended (row `old_recommended`)" not in text
+    assert "| 0.162 |" in text  # mfu 0.2 x 800 / 989.4, the published dense bf16 peak of an H100
+
+
+def test_published_peak_only_for_listed_cards():
+    assert report.published_peak("NVIDIA H200") == 989.4
+    assert report.published_peak("NVIDIA A10G") is None
