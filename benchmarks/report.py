@@ -5,6 +5,7 @@ Numbers in the README come only from here, never typed: run it after a GPU run h
 Usage:
     python benchmarks/report.py            # print the tables
     python benchmarks/report.py --write    # also replace the results section of benchmarks/README.md
+    python benchmarks/report.py --publish  # also write docs/measured/finetune-recipes.json (notebook 05's table)
 """
 from __future__ import annotations
 
@@ -111,19 +112,26 @@ def _row_knobs(r: dict) -> tuple:
                   r.get("answer_only_lm_head"), r.get("fused_kernels"))
 
 
-def finetune_section(path: Path) -> list[str]:
+def load_finetune(path: Path) -> dict:
+    """A fine-tuning results file with each row's ``course_recipe``, ``speedup`` and ``mfu_published`` added."""
     d = json.loads(path.read_text())
     rows = d["rows"]
     # a row is one of the course's recipes when its knobs are that recipe's today, whatever the run called it
     current = {knobs: name for name, knobs in course_recipes().items()}
-    for r in rows:
-        r["course_recipe"] = current.get(_row_knobs(r))
     up = next((r for r in rows if r["recipe"] == "upstream"), None)
     measured, peak = d["matmul"]["bf16_tflops"], published_peak(d["environment"]["card"])
     for r in rows:
+        r["course_recipe"] = current.get(_row_knobs(r))
         r["speedup"] = up and r["s_per_sample"] and up["s_per_sample"] / r["s_per_sample"]
         # the same model FLOPs against the card's published dense peak instead of the measured matmul rate
         r["mfu_published"] = r.get("mfu") and peak and r["mfu"] * measured / peak
+    return d
+
+
+def finetune_section(path: Path) -> list[str]:
+    d = load_finetune(path)
+    rows = d["rows"]
+    measured, peak = d["matmul"]["bf16_tflops"], published_peak(d["environment"]["card"])
     sample = d["sample"]
     lines = [f"### Fine-tuning — `{path.name}`", "", f"{_env(d)}; {d['iters']} iterations per recipe "
              f"(median after {d['warmup']}), `--deepspeed {d['deepspeed']}`, {sample['tiles']:.1f} tiles "
@@ -146,6 +154,32 @@ def finetune_section(path: Path) -> list[str]:
     return lines
 
 
+MEASURED = HERE.parent / "docs" / "measured"  # small committed tables the notebooks show (no lesson reads results/)
+
+
+def publish_finetune(path: Path, out: Path = MEASURED / "finetune-recipes.json") -> Path:
+    """Write the course recipes' rows of one fine-tuning run as the small table notebook 05 shows.
+
+    Args:
+        path: a ``finetune-*.json`` results file (GPU run).
+        out: where the table goes (committed with the course).
+
+    Returns:
+        ``out``.
+    """
+    d = load_finetune(path)
+    rows = [dict(recipe=r["course_recipe"], batch=r["batch"], accum=r["accum"], speedup=round(r["speedup"], 2),
+                 s_per_sample=r["s_per_sample"], smi_peak_gib=r["smi_peak_gib"], job_640_min=r["job_640_min"])
+            for r in d["rows"] if r.get("course_recipe") and r.get("speedup")]
+    if not rows:
+        raise SystemExit(f"{path.name}: no row has the knobs of a current course recipe; nothing to publish")
+    table = dict(source=f"benchmarks/results/{path.name}", card=d["environment"]["card"], iters=d["iters"],
+                 tiles=d["sample"]["tiles"], tokens=d["sample"]["tokens"], rows=rows)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(table, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    return out
+
+
 def render() -> str:
     parts = []
     for kind, fn in (("serving", serving_section), ("finetune", finetune_section)):
@@ -157,7 +191,14 @@ def render() -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--write", action="store_true", help="replace the results section of benchmarks/README.md")
+    ap.add_argument("--publish", action="store_true",
+                    help=f"also write the newest fine-tuning run's course recipes to {MEASURED.relative_to(HERE.parent)}/")
     args = ap.parse_args(argv)
+    if args.publish:
+        newest = latest("finetune")
+        if newest is None:
+            raise SystemExit("no finetune results to publish")
+        print(f"published {publish_finetune(newest).relative_to(HERE.parent)}")
     text = render()
     print(text)
     if args.write:

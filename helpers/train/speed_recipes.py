@@ -88,3 +88,42 @@ def speed_reasons(name: str | None = None) -> dict:
     if name is not None and not SPEED_RECIPES.get(name):
         return dict(OVERRIDE_REASONS)
     return {**OVERRIDE_REASONS, **SPEED_REASONS}
+
+
+MEASURED_TABLE = "docs/measured/finetune-recipes.json"  # written by `python benchmarks/report.py --publish`
+
+
+def measured_speed_table(path=None):
+    """The speed recipes as measured at InternVL2-2B size on a GPU, as a table for notebook 05.
+
+    Args:
+        path: the published table (default :data:`MEASURED_TABLE` in the repository).
+
+    Returns:
+        ``(table, caption)``: a pandas DataFrame with Chinese headers (one row per recipe) and a
+        sentence naming the card, the sample shape and the results file; ``(None, reason)`` when
+        no GPU measurement has been published.
+
+    Example:
+        >>> table, caption = measured_speed_table()
+        >>> list(table["SPEED"]) if table is not None else caption   # doctest: +SKIP
+        ['course', 'recommended', 'lean']
+    """
+    import json
+
+    import pandas as pd
+
+    from helpers.settings import REPO_ROOT
+
+    path = REPO_ROOT / MEASURED_TABLE if path is None else path
+    try:
+        data = json.loads(open(path, encoding="utf-8").read())
+    except FileNotFoundError:
+        return None, f"还没有发布 GPU 实测（{MEASURED_TABLE} 不存在）"
+    table = pd.DataFrame([{
+        "SPEED": r["recipe"], "micro-batch × 累积": f"{r['batch']} × {r['accum']}",
+        "相对上游的样本/秒": r["speedup"], "nvidia-smi 峰值 (GiB)": r["smi_peak_gib"],
+        "640 步预计用时 (分钟)": r["job_640_min"]} for r in data["rows"]])
+    caption = (f"{data['card']}，InternVL2-2B 形状、随机权重，每条样本平均 {data['tiles']:.1f} 个图块、约 "
+               f"{data['tokens']:,} 个 token，每个配方 {data['iters']} 步；数据：{data['source']}")
+    return table, caption

@@ -1,0 +1,44 @@
+"""helpers.train.speed_recipes: the recipes keep the global batch; the measured table notebook 05 shows."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from helpers.settings import get_settings
+from helpers.train.speed_recipes import SPEED_RECIPES, measured_speed_table, speed_settings
+
+
+def test_every_recipe_keeps_the_global_batch_and_the_maths():
+    full = get_settings("full", model_path="internvl2-2b")
+    for name in SPEED_RECIPES:
+        S = speed_settings(full, name)
+        assert S.batch_size * S.accumulative_counts == full.batch_size * full.accumulative_counts, name
+        assert (S.lr, S.lora_r, S.lora_alpha, S.max_epochs) == (full.lr, full.lora_r, full.lora_alpha, full.max_epochs)
+    assert speed_settings(full, "recommended").answer_only_lm_head and speed_settings(full, "recommended").fused_kernels
+    assert not speed_settings(full, "course").answer_only_lm_head  # the upstream recipe stays as it is
+
+
+def test_measured_table_reads_the_published_file(tmp_path):
+    pytest.importorskip("pandas")
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps(dict(source="benchmarks/results/x.json", card="NVIDIA H100 80GB HBM3", iters=10,
+                                    tiles=10.9, tokens=2866,
+                                    rows=[dict(recipe="course", batch=4, accum=2, speedup=1.0, s_per_sample=0.2,
+                                               smi_peak_gib=36.3, job_640_min=10.0),
+                                          dict(recipe="lean", batch=1, accum=8, speedup=0.95, s_per_sample=0.25,
+                                               smi_peak_gib=12.7, job_640_min=10.6)])))
+    table, caption = measured_speed_table(path)
+    assert list(table["SPEED"]) == ["course", "lean"] and list(table["micro-batch × 累积"]) == ["4 × 2", "1 × 8"]
+    assert table["nvidia-smi 峰值 (GiB)"].tolist() == [36.3, 12.7]
+    assert "NVIDIA H100 80GB HBM3" in caption and "x.json" in caption
+    assert measured_speed_table(tmp_path / "missing.json") == (None, measured_speed_table(tmp_path / "m.json")[1])
+    assert "还没有发布" in measured_speed_table(tmp_path / "missing.json")[1]
+
+
+def test_the_committed_table_names_the_current_recipes():
+    pytest.importorskip("pandas")
+    table, caption = measured_speed_table()
+    if table is None:
+        pytest.skip(caption)
+    assert set(table["SPEED"]) <= set(SPEED_RECIPES)
