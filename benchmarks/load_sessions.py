@@ -1,0 +1,241 @@
+"""The parts of the web UI load test: simulated students, their photos, and what one load level measured.
+
+* :func:`session_photos`: one distinct phone-size JPEG per session (drawn in parallel);
+* :class:`Session`: one student over ``gradio_client``: upload, then T questions with reading time
+  between them; per turn the time to the first streamed text and to the whole answer, and the
+  checks that find a failure or another session's words;
+* :func:`level_summary`: p50/p95 of one load level, with the server's own ``TIMING`` lines
+  (:mod:`helpers.serve.timing`) of that level split into where the time went.
+
+Example:
+    >>> pct([1.0, 2.0, 3.0, 4.0], 0.5)
+    2.0
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+from helpers.serve.handlers import QUEUED, THINKING
+from helpers.serve.timing import question_key
+
+NO_TEXT = "（模型没有生成文字）"  # helpers.serve.handlers: the turn ended without text
+
+
+def pct(values, q):
+    """The ``q`` quantile (nearest rank) of ``values``; None when empty."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+def _r(x, nd=3):
+    return None if x is None else round(x, nd)
+
+
+def _one_photo(args):
+    from benchmarks.common import PHOTO_SIZES, synthetic_photos
+
+    out, index, sizes = args
+    size = (sizes or PHOTO_SIZES)[index % len(sizes or PHOTO_SIZES)]
+    return str(synthetic_photos(Path(out) / f"s{index:03d}", 1, seed=1000 + index, sizes=[size])[0])
+
+
+def session_photos(out_dir, n: int, sizes=None, workers: int = 8) -> list:
+    """``n`` distinct phone-size JPEGs (own drawing seed each; sizes cycle through ``PHOTO_SIZES``).
+
+    Args:
+        out_dir: folder (reused: photos already drawn are kept).
+        n: sessions.
+        sizes: ``[(w, h)]`` (default: ``benchmarks.common.PHOTO_SIZES``, 7-13 tiles at 12 tiles max).
+        workers: drawing processes.
+
+    Returns:
+        ``[Path]`` in session order.
+    """
+    jobs = [(str(out_dir), i, sizes) for i in range(n)]
+    if workers <= 1 or n <= 2:
+        return [Path(_one_photo(j)) for j in jobs]
+    with ProcessPoolExecutor(min(workers, n)) as pool:
+        return [Path(p) for p in pool.map(_one_photo, jobs)]
+
+
+def texts(chat) -> list:
+    """``[(role, text)]`` of a Chatbot value as gradio_client returns it."""
+    out = []
+    for m in chat or []:
+        content = m.get("content") if isinstance(m, dict) else m
+        if isinstance(content, list):
+            content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+        out.append((m.get("role") if isinstance(m, dict) else "?", str(content)))
+    return out
+
+
+def has_answer_text(chat) -> bool:
+    """True when the last message is the assistant's real text (not a queued/thinking note or an error)."""
+    if not chat:
+        return False
+    role, last = chat[-1]
+    return (role == "assistant" and bool(last.strip()) and last not in (QUEUED, THINKING)
+            and "⏳" not in last and not last.startswith("⚠️") and last != NO_TEXT)
+
+
+class Session(threading.Thread):
+    """One simulated student: upload a photo, then ``turns`` questions with ``think`` s of reading between them.
+
+    Per turn it records (wall-clock submit time, seconds to the first streamed text or None,
+    seconds to the whole answer, the question's log key) and checks the conversation it got
+    back: its own photo, its own secret in every question, no other session's secret, the
+    right number of turns, a real answer.
+    """
+
+    def __init__(self, index, url, photo, secret, all_secrets, turns, gen, deadline, think=0.0, stop=None):
+        super().__init__(name=f"session-{index}", daemon=True)
+        self.index, self.url, self.photo, self.secret = index, url, photo, secret
+        self.others = [s for s in all_secrets if s != secret]
+        self.turns, self.gen, self.deadline, self.think = turns, gen, deadline, think
+        self.stop = stop or threading.Event()
+        self.records, self.failures, self.leaks, self.done_turns = [], [], [], 0
+        self.upload_s, self.job = None, None
+
+    def check(self, chat, turn):
+        text = json.dumps(chat, ensure_ascii=False)
+        for other in self.others:
+            if other in text:
+                self.leaks.append(f"turn {turn}: saw another session's secret {other}")
+        if self.photo.name not in chat[0][1]:
+            self.failures.append(f"turn {turn}: first message is not about {self.photo.name}: {chat[0][1][:60]}")
+        users = [t for r, t in chat if r == "user"]
+        if len(users) != turn or not all(self.secret in u for u in users):
+            self.failures.append(f"turn {turn}: expected {turn} own questions, got {users}")
+        role, last = chat[-1]
+        if role != "assistant" or last.startswith("⚠️") or "⏳" in last:
+            self.failures.append(f"turn {turn}: bad answer {last[:80]!r}")
+
+    def ask(self, client, question, left):
+        """Submit one question and follow its stream; returns (chat, seconds to first text or None)."""
+        t0 = time.perf_counter()
+        self.job = job = client.submit(question, *self.gen, api_name="/chat")
+        first, chat = None, []
+        for output in job:  # every streamed update, as it arrives
+            chat = texts(output)
+            if first is None and has_answer_text(chat):
+                first = time.perf_counter() - t0
+            if time.perf_counter() - t0 > left:
+                job.cancel()
+                raise TimeoutError(f"no answer within {left:.0f} s")
+        return texts(job.result(timeout=max(1.0, left - (time.perf_counter() - t0)))) or chat, first
+
+    def run(self):
+        from gradio_client import Client, handle_file
+
+        try:
+            client = Client(self.url, verbose=False)
+            t0 = time.perf_counter()
+            chat, _, _ = client.predict(handle_file(str(self.photo)), api_name="/load_image")
+            self.upload_s = time.perf_counter() - t0
+            chat = texts(chat)
+            if "已载入" not in chat[-1][1]:
+                self.failures.append(f"upload refused: {chat[-1][1][:80]}")
+                return
+            for turn in range(1, self.turns + 1):
+                if turn > 1 and self.stop.wait(self.think):
+                    break
+                left = self.deadline - time.monotonic()
+                if left <= 0 or self.stop.is_set():
+                    self.failures.append(f"turn {turn}: not started before the deadline")
+                    return
+                question = f"[{self.secret}] 第{turn}问：图中是什么菜？"
+                submitted = time.time()
+                t0 = time.perf_counter()
+                chat, first = self.ask(client, question, left)
+                self.records.append(dict(q=question_key(question), submitted=submitted, ttft_s=first,
+                                         turn_s=time.perf_counter() - t0))
+                self.done_turns = turn
+                self.check(chat, turn)
+            client.close()
+        except Exception as exc:  # a failed session is reported, the others go on
+            self.failures.append(f"{type(exc).__name__}: {str(exc)[:200]}")
+
+
+def _stats(values, nd=4) -> dict:
+    values = [v for v in values if v is not None]
+    if not values:
+        return {"n": 0}
+    return {"n": len(values), "mean": _r(statistics.fmean(values), nd), "p50": _r(pct(values, 0.5), nd),
+            "p95": _r(pct(values, 0.95), nd)}
+
+
+def breakdown(sessions, timings: list) -> dict:
+    """Where the time of one load level went, from the client's records and the server's TIMING lines.
+
+    Args:
+        sessions: the level's finished :class:`Session` objects.
+        timings: the server's records written during the level (:func:`helpers.serve.timing.parse_timing_lines`).
+
+    Returns:
+        ``{"cpu": {...}, "queue": {...}, "engine": {...}}``, each part with n/mean/p50/p95 seconds.
+        ``queue.gradio_wait_s``: submit -> the queued step starts (client and server clocks are the
+        same machine's); ``engine.ttft_s``: the engine call -> its first streamed piece (LMDeploy's
+        preprocessing wait and run, the vision encoder and prefill on the GPU, scheduling);
+        ``engine.gpu_and_scheduling_s``: that minus the mean preprocessing wait and run.
+    """
+    by_kind: dict = {}
+    for rec in timings:
+        by_kind.setdefault(rec.get("kind"), []).append(rec)
+    turns = {rec.get("q"): rec for rec in by_kind.get("turn", [])}
+    waits = [turns[r["q"]]["entered"] - r["submitted"] for s in sessions for r in s.records
+             if r["q"] in turns and turns[r["q"]].get("entered")]
+    ups, prep = by_kind.get("upload", []), by_kind.get("lmdeploy_preprocess", [])
+    eng = list(turns.values())
+    ttft = [t.get("engine_ttft_s") for t in eng]
+    prep_mean = (statistics.fmean([p["wait_s"] + p["run_s"] for p in prep]) if prep else 0.0)
+    rate = [t["tokens_out"] / t["decode_s"] for t in eng if t.get("tokens_out") and t.get("decode_s")]
+    return {
+        "cpu": {"jpeg_decode_s": _stats([u.get("decode_s") for u in ups]),
+                "exif_convert_s": _stats([u.get("convert_s") for u in ups]),
+                "prescale_s": _stats([u.get("prescale_s") for u in ups]),
+                "upload_client_s": _stats([s.upload_s for s in sessions]),
+                "tiling_s": _stats([p.get("run_s") for p in prep]),
+                "tiling_wait_s": _stats([p.get("wait_s") for p in prep]),
+                "tiles": _stats([p.get("tiles") for p in prep], 1)},
+        "queue": {"gradio_wait_s": _stats(waits)},
+        "engine": {"ttft_s": _stats(ttft), "decode_s": _stats([t.get("decode_s") for t in eng]),
+                   "gpu_and_scheduling_s": _stats([x - prep_mean for x in ttft if x is not None]),
+                   "tokens_in": _stats([t.get("tokens_in") for t in eng], 1),
+                   "tokens_out": _stats([t.get("tokens_out") for t in eng], 1),
+                   "decode_tok_per_s_per_stream": _stats(rate, 1)},
+    }
+
+
+def level_summary(n, sessions, timings, planned_turns, wall, hung) -> dict:
+    """The summary of one load level (``n`` sessions): p50/p95 TTFT and turn time, failures, leaks, parts.
+
+    Args:
+        n: sessions.
+        sessions: the level's :class:`Session` objects.
+        timings: the server's TIMING records of the level.
+        planned_turns: turns each session was to ask.
+        wall: seconds the level took.
+        hung: names of sessions still running at its deadline.
+
+    Returns:
+        A JSON-ready dict.
+    """
+    recs = [r for s in sessions for r in s.records]
+    ttft = [r["ttft_s"] for r in recs]
+    turn = [r["turn_s"] for r in recs]
+    failures = [f"{s.name}: {f}" for s in sessions for f in s.failures] + [f"{h}: still running at the deadline"
+                                                                           for h in hung]
+    return {"sessions": n, "turns_done": sum(s.done_turns for s in sessions), "turns_planned": n * planned_turns,
+            "wall_s": _r(wall, 2), "ttft_p50_s": _r(pct(ttft, 0.5)), "ttft_p95_s": _r(pct(ttft, 0.95)),
+            "turn_p50_s": _r(pct(turn, 0.5)), "turn_p95_s": _r(pct(turn, 0.95)),
+            "turns_without_text": sum(1 for x in ttft if x is None),
+            "failures": failures, "leaks": [f"{s.name}: {x}" for s in sessions for x in s.leaks],
+            "parts": breakdown(sessions, timings)}
