@@ -20,7 +20,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from helpers.serve.handlers import QUEUED, THINKING
+from helpers.serve.handlers import QUEUED, THINKING, WRITING
 from helpers.serve.timing import question_key
 
 NO_TEXT = "（模型没有生成文字）"  # helpers.serve.handlers: the turn ended without text
@@ -78,19 +78,25 @@ def texts(chat) -> list:
 
 
 def has_answer_text(chat) -> bool:
-    """True when the last message is the assistant's real text (not a queued/thinking note or an error)."""
+    """True when the last message is the assistant's real text (not a queued/thinking/writing note or an error)."""
     if not chat:
         return False
     role, last = chat[-1]
-    return (role == "assistant" and bool(last.strip()) and last not in (QUEUED, THINKING)
+    return (role == "assistant" and bool(last.strip()) and last not in (QUEUED, THINKING, WRITING)
             and "⏳" not in last and not last.startswith("⚠️") and last != NO_TEXT)
+
+
+def has_first_token(chat) -> bool:
+    """True once the model has produced a token: real text, or the UI's "started answering" note."""
+    return has_answer_text(chat) or bool(chat) and chat[-1] == ("assistant", WRITING)
 
 
 class Session(threading.Thread):
     """One simulated student: upload a photo, then ``turns`` questions with ``think`` s of reading between them.
 
-    Per turn it records (wall-clock submit time, seconds to the first streamed text or None,
-    seconds to the whole answer, the question's log key) and checks the conversation it got
+    Per turn it records (wall-clock submit time; seconds to the first token -- the first update with
+    text or the UI's "started answering" note --, to the first visible text, and to the whole answer,
+    each None when it never came; the question's log key) and checks the conversation it got
     back: its own photo, its own secret in every question, no other session's secret, the
     right number of turns, a real answer.
     """
@@ -119,18 +125,19 @@ class Session(threading.Thread):
             self.failures.append(f"turn {turn}: bad answer {last[:80]!r}")
 
     def ask(self, client, question, left):
-        """Submit one question and follow its stream; returns (chat, seconds to first text or None)."""
+        """Submit one question and follow its stream; returns (chat, s to first token, s to first text)."""
         t0 = time.perf_counter()
         self.job = job = client.submit(question, *self.gen, api_name="/chat")
-        first, chat = None, []
+        token = text = None
+        chat = []
         for output in job:  # every streamed update, as it arrives
-            chat = texts(output)
-            if first is None and has_answer_text(chat):
-                first = time.perf_counter() - t0
-            if time.perf_counter() - t0 > left:
+            chat, now = texts(output), time.perf_counter() - t0
+            token = now if token is None and has_first_token(chat) else token
+            text = now if text is None and has_answer_text(chat) else text
+            if now > left:
                 job.cancel()
                 raise TimeoutError(f"no answer within {left:.0f} s")
-        return texts(job.result(timeout=max(1.0, left - (time.perf_counter() - t0)))) or chat, first
+        return texts(job.result(timeout=max(1.0, left - (time.perf_counter() - t0)))) or chat, token, text
 
     def run(self):
         from gradio_client import Client, handle_file
@@ -154,8 +161,8 @@ class Session(threading.Thread):
                 question = f"[{self.secret}] 第{turn}问：图中是什么菜？"
                 submitted = time.time()
                 t0 = time.perf_counter()
-                chat, first = self.ask(client, question, left)
-                self.records.append(dict(q=question_key(question), submitted=submitted, ttft_s=first,
+                chat, token, text = self.ask(client, question, left)
+                self.records.append(dict(q=question_key(question), submitted=submitted, ttft_s=token, text_s=text,
                                          turn_s=time.perf_counter() - t0))
                 self.done_turns = turn
                 self.check(chat, turn)
@@ -229,13 +236,15 @@ def level_summary(n, sessions, timings, planned_turns, wall, hung) -> dict:
         A JSON-ready dict.
     """
     recs = [r for s in sessions for r in s.records]
-    ttft = [r["ttft_s"] for r in recs]
+    ttft, text = [r["ttft_s"] for r in recs], [r.get("text_s") for r in recs]
     turn = [r["turn_s"] for r in recs]
     failures = [f"{s.name}: {f}" for s in sessions for f in s.failures] + [f"{h}: still running at the deadline"
                                                                            for h in hung]
     return {"sessions": n, "turns_done": sum(s.done_turns for s in sessions), "turns_planned": n * planned_turns,
             "wall_s": _r(wall, 2), "ttft_p50_s": _r(pct(ttft, 0.5)), "ttft_p95_s": _r(pct(ttft, 0.95)),
             "turn_p50_s": _r(pct(turn, 0.5)), "turn_p95_s": _r(pct(turn, 0.95)),
-            "turns_without_text": sum(1 for x in ttft if x is None),
+            "first_text_p50_s": _r(pct(text, 0.5)), "first_text_p95_s": _r(pct(text, 0.95)),
+            "turns_without_token": sum(1 for x in ttft if x is None),
+            "turns_without_text": sum(1 for x in text if x is None),
             "failures": failures, "leaks": [f"{s.name}: {x}" for s in sessions for x in s.leaks],
             "parts": breakdown(sessions, timings)}

@@ -3,7 +3,9 @@
 For every load level N (a sweep, e.g. ``--sessions 8,16,32,64,128``) against one started UI, each
 session uploads its own phone-size JPEG (7-13 tiles at ``max_dynamic_patch`` 12), then asks
 ``--turns`` questions with ``--think-time`` seconds of reading between them. Per turn it measures the
-time to the first streamed text (TTFT) and to the whole answer, and checks the conversation:
+time to the first token (TTFT: the first streamed update with text, or with the UI's "started
+answering" note, which a random-weight replica's invisible first tokens show), to the first
+visible text, and to the whole answer, and checks the conversation:
 its own photo, its own secret in every question, no other session's secret, a real answer.
 Per level: p50/p95 TTFT and turn time, failures, cross-session leaks, turns done/planned, and
 where the time went, from the server's ``TIMING`` log lines (:mod:`helpers.serve.timing`):
@@ -144,9 +146,9 @@ def _text_only_run(session):
             client = Client(session.url, verbose=False)
             for turn in range(1, session.turns + 1):
                 question, submitted, t0 = f"第{turn}问：你好，请介绍一道中国菜。", time.time(), time.perf_counter()
-                _, first = session.ask(client, question, 120)
-                session.records.append(dict(q=question_key(question), submitted=submitted, ttft_s=first,
-                                            turn_s=time.perf_counter() - t0))
+                _, token, text = session.ask(client, question, 120)
+                session.records.append(dict(q=question_key(question), submitted=submitted, ttft_s=token,
+                                            text_s=text, turn_s=time.perf_counter() - t0))
             client.close()
         except Exception as exc:  # reported with the probe; the sweep still runs
             session.failures.append(f"{type(exc).__name__}: {str(exc)[:200]}")
@@ -228,14 +230,14 @@ def table(result) -> str:
                 continue
             p = lv["parts"]
             rows.append({"profile": v["profile"], "N": lv["sessions"], "TTFT p50": lv["ttft_p50_s"],
-                         "TTFT p95": lv["ttft_p95_s"], "turn p50": lv["turn_p50_s"], "turn p95": lv["turn_p95_s"],
+                         "TTFT p95": lv["ttft_p95_s"], "text p95": lv["first_text_p95_s"], "turn p50": lv["turn_p50_s"], "turn p95": lv["turn_p95_s"],
                          "failures": len(lv["failures"]), "leaks": len(lv["leaks"]),
                          "turns": f"{lv['turns_done']}/{lv['turns_planned']}",
                          "queue": p["queue"]["gradio_wait_s"].get("mean"), "tiling": p["cpu"]["tiling_s"].get("mean"),
                          "tiling wait": p["cpu"]["tiling_wait_s"].get("mean"),
                          "engine TTFT": p["engine"]["ttft_s"].get("mean"), "decode": p["engine"]["decode_s"].get("mean"),
                          "note": ""})
-    return print_table(rows, ["profile", "N", "TTFT p50", "TTFT p95", "turn p50", "turn p95", "failures", "leaks",
+    return print_table(rows, ["profile", "N", "TTFT p50", "TTFT p95", "text p95", "turn p50", "turn p95", "failures", "leaks",
                               "turns", "queue", "tiling", "tiling wait", "engine TTFT", "decode", "note"])
 
 
@@ -243,7 +245,8 @@ def publishable(result, source: str) -> dict:
     """The small capacity file notebook 03 renders (helpers.serve.capacity): per profile and N, the headline numbers."""
     env = result["environment"]
     levels = [{"profile": lv["profile"], "sessions": lv["sessions"], "ttft_p50_s": lv["ttft_p50_s"],
-               "ttft_p95_s": lv["ttft_p95_s"], "turn_p50_s": lv["turn_p50_s"], "turn_p95_s": lv["turn_p95_s"],
+               "ttft_p95_s": lv["ttft_p95_s"], "first_text_p95_s": lv["first_text_p95_s"],
+               "turn_p50_s": lv["turn_p50_s"], "turn_p95_s": lv["turn_p95_s"],
                "failures": len(lv["failures"]), "leaks": len(lv["leaks"]), "turns_done": lv["turns_done"],
                "turns_planned": lv["turns_planned"]}
               for v in result["variants"] for lv in v["levels"] if "ttft_p95_s" in lv]

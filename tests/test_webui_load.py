@@ -42,8 +42,8 @@ def test_smoke_sweep_two_profiles(tiny_model_dir, tmp_path):
         assert v["serving"]["engine"] == "transformers" and v["serving"]["concurrency"] == 1
         for lv in v["levels"]:
             assert lv["turns_done"] == lv["turns_planned"] == 3 * lv["sessions"]
-            assert lv["failures"] == [] and lv["leaks"] == [] and lv["turns_without_text"] == 0
-            assert 0 < lv["ttft_p50_s"] <= lv["ttft_p95_s"] and lv["ttft_p95_s"] <= lv["turn_p95_s"]
+            assert lv["failures"] == [] and lv["leaks"] == [] and lv["turns_without_token"] == 0
+            assert 0 < lv["ttft_p50_s"] <= lv["ttft_p95_s"] <= lv["turn_p95_s"]
             parts = lv["parts"]
             # every upload and every turn of the level left its TIMING line in the server log
             assert parts["cpu"]["jpeg_decode_s"]["n"] == lv["sessions"]
@@ -86,24 +86,31 @@ def _msg(role, text):
     return {"role": role, "content": text}
 
 
-def test_ttft_is_the_first_real_text_not_the_queued_note():
-    from benchmarks.load_sessions import NO_TEXT, Session, has_answer_text
-    from helpers.serve.handlers import QUEUED, THINKING
+def test_ttft_is_the_first_token_not_the_queued_note():
+    from benchmarks.load_sessions import NO_TEXT, Session, has_answer_text, has_first_token
+    from helpers.serve.handlers import QUEUED, THINKING, WRITING
 
     q = _msg("user", "问")
     updates = [(0.0, [q, _msg("assistant", QUEUED)]), (0.15, [q, _msg("assistant", THINKING)]),
                (0.15, [q, _msg("assistant", "宫")]), (0.2, [q, _msg("assistant", "宫保鸡丁")])]
     client = SimpleNamespace(submit=lambda *a, **k: _FakeJob(updates))
     session = Session(0, "http://x/", Path("p.jpg"), "s", ["s"], 1, (8, 0.8, 0.8, False), time.monotonic() + 10)
-    chat, first = session.ask(client, "问", left=10)
-    assert 0.28 <= first <= 0.45, first  # after the queued and thinking notes, before the last piece
+    chat, token, text = session.ask(client, "问", left=10)
+    assert 0.28 <= token == text <= 0.45, (token, text)  # after the queued and thinking notes, before the last piece
     assert chat[-1] == ("assistant", "宫保鸡丁")
-    for text, real in ((QUEUED, False), (THINKING, False), ("⚠️ 生成失败", False), (NO_TEXT, False), ("  ", False),
-                       ("是一道川菜", True)):
-        assert has_answer_text([("user", "q"), ("assistant", text)]) is real, text
+    for note, real, started in ((QUEUED, False, False), (THINKING, False, False), (WRITING, False, True),
+                                ("⚠️ 生成失败", False, False), (NO_TEXT, False, False), ("  ", False, False),
+                                ("是一道川菜", True, True)):
+        assert has_answer_text([("user", "q"), ("assistant", note)]) is real, note
+        assert has_first_token([("user", "q"), ("assistant", note)]) is started, note
+    # a first token without visible text (a random-weight replica): the token time comes before the text time
+    late = [(0.0, [q, _msg("assistant", THINKING)]), (0.1, [q, _msg("assistant", WRITING)]),
+            (0.3, [q, _msg("assistant", "菜")])]
+    _, token, text = session.ask(SimpleNamespace(submit=lambda *a, **k: _FakeJob(late)), "问", left=10)
+    assert 0.08 <= token < 0.25 and text >= 0.38, (token, text)
     silent = [(0.0, [q, _msg("assistant", THINKING)]), (0.05, [q, _msg("assistant", NO_TEXT)])]
-    _, first = session.ask(SimpleNamespace(submit=lambda *a, **k: _FakeJob(silent)), "问", left=10)
-    assert first is None
+    _, token, text = session.ask(SimpleNamespace(submit=lambda *a, **k: _FakeJob(silent)), "问", left=10)
+    assert token is None and text is None
 
 
 # ---- the handlers' TIMING lines
@@ -144,6 +151,7 @@ def _handlers(engine, profile):
 def test_handlers_write_upload_and_turn_timing_lines(tmp_path):
     from PIL import Image
 
+    from helpers.serve.handlers import WRITING
     from helpers.serve.timing import log_timings_to, parse_timing_lines, question_key
 
     stream = io.StringIO()
@@ -156,8 +164,10 @@ def test_handlers_write_upload_and_turn_timing_lines(tmp_path):
     state, _ = h.use_image(str(photo), None)
     assert state["image"].size == (1792, 1344)  # the class profile downscales to the 4x3 grid at upload
     assert "已缩小为 1792×1344" in state["messages"][0]["content"] and "4032×3024" in state["messages"][0]["content"]
-    *_, (state, chat) = list(h.on_chat("图中是什么菜？", state, 16, 0.8, 0.8, False))
-    assert chat[-1]["content"] == "宫保鸡丁" and engine.prompts[0][1].size == (1792, 1344)
+    shown = [c[-1]["content"] for _, c in h.on_chat("图中是什么菜？", state, 16, 0.8, 0.8, False)]
+    assert shown[-1] == "宫保鸡丁" and engine.prompts[0][1].size == (1792, 1344)
+    assert WRITING in shown  # the first token had no visible text: the page says the model started
+    assert shown.index(WRITING) < shown.index("宫保")
     records = parse_timing_lines(stream.getvalue())
     upload = [r for r in records if r["kind"] == "upload"][-1]
     assert upload["width"] == 4032 and upload["tiles"] == 13 and upload["served"] == "1792x1344"

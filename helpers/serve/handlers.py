@@ -19,6 +19,9 @@ log = logging.getLogger("helpers.serve.webui")
 
 QUEUED = "⏳ 已提交，正在排队等待模型空闲……"
 THINKING = "⏳ 模型正在读图和思考……"
+# Shown from the first generated token until a token brings visible text (a real model's first token
+# nearly always does; a random-weight replica's often decodes to nothing): the load test's first-token mark.
+WRITING = "✍️ 模型开始回答了……"
 BUSY = "⚠️ 上一条回答还没有结束，请稍候再发送。"
 EMPTY_STATE = {"image": None, "image_name": None, "history": [], "messages": [], "model": None,
                "pending": None, "busy": False}
@@ -191,6 +194,7 @@ class ChatHandlers:
             for piece in eng.chat(prompt, session=session, gen_config=cfg, stream_response=True):
                 if getattr(piece, "finish_reason", None) == "error":
                     raise RuntimeError(getattr(piece, "error_message", None) or "engine error")
+                first_piece = "first_piece_s" not in marks
                 marks.setdefault("first_piece_s", time.perf_counter())
                 marks.update(tokens_out=getattr(piece, "generate_token_len", None),
                              tokens_in=getattr(piece, "input_token_len", None))
@@ -200,9 +204,9 @@ class ChatHandlers:
                 first_text = bool(answer) and "first_text_s" not in marks
                 if first_text:
                     marks["first_text_s"] = now
-                if first_text or now - last_sent >= self.profile.stream_interval_s:
+                if first_piece or first_text or now - last_sent >= self.profile.stream_interval_s:
                     last_sent = now
-                    yield show(answer or THINKING)
+                    yield show(answer or WRITING)
         finally:
             try:
                 session.close()
