@@ -4,6 +4,9 @@ The web UI's log gives the parts it can see (upload decode, LMDeploy's tiling, t
 its first piece, decode). What happens inside the engine before the first piece -- the vision
 encoder and the prefill on the GPU -- LMDeploy 0.18 does not report, so they are measured here:
 
+* :func:`ui_probe` (the idle UI): one session's text-only turns against one session's image turns,
+  the engine's time to its first token for each (their difference: what one image costs);
+
 * :func:`tiling_probe` (CPU): JPEG decode, then InternVL's tiling and tensors of the full photo
   and of the photo downscaled to its tile grid (:func:`helpers.serve.profiles.fit_to_grid`),
   with the course's tiling code (the same algorithm as LMDeploy's InternVL preprocessing);
@@ -127,3 +130,57 @@ def model_probe(model_path, photo, tiling: dict, repeats: int | None = None, dev
     if cuda:
         torch.cuda.empty_cache()
     return out
+
+
+def ui_probe(url, photo, log_path) -> dict:
+    """On the idle UI: one session's 3 text-only turns, then one session's 3 image turns.
+
+    Args:
+        url: the running web UI.
+        photo: the photo of the image turns.
+        log_path: the UI's log, for its TIMING lines.
+
+    Returns:
+        ``{"text_only": {...}, "one_image": {...}}``: engine TTFT, prompt tokens and LMDeploy preprocessing of
+        each turn (server side), the client's first-token times, failures. Their difference is what one image
+        costs an idle engine (preprocessing, vision encoder, the longer prefill).
+    """
+    from benchmarks.load_sessions import Session, timings_between
+
+    out = {}
+    for name, with_photo in (("text_only", False), ("one_image", True)):
+        t_wall = time.time()
+        s = Session(0, url, photo, "probe-" + name, [], 3, (16, 0.8, 0.8, False), time.monotonic() + 120, 0.0)
+        if not with_photo:  # no upload: the questions go to the engine without an image
+            s.run = _text_only_run(s)
+        s.start()
+        s.join(130)
+        time.sleep(0.5)
+        recs = timings_between(log_path, t_wall, time.time())
+        turns = [r for r in recs if r.get("kind") == "turn"]
+        prep = [r for r in recs if r.get("kind") == "lmdeploy_preprocess"]
+        out[name] = {"engine_ttft_s": [r.get("engine_ttft_s") for r in turns],
+                     "tokens_in": [r.get("tokens_in") for r in turns],
+                     "preprocess_s": [round(p["wait_s"] + p["run_s"], 5) for p in prep],
+                     "client_ttft_s": [r["ttft_s"] for r in s.records], "failures": s.failures}
+    return out
+
+
+def _text_only_run(session):
+    """A session's run() that asks its questions without uploading a photo."""
+    def run():
+        from gradio_client import Client
+
+        from helpers.serve.timing import question_key
+
+        try:
+            client = Client(session.url, verbose=False)
+            for turn in range(1, session.turns + 1):
+                question, submitted, t0 = f"第{turn}问：你好，请介绍一道中国菜。", time.time(), time.perf_counter()
+                _, token, text = session.ask(client, question, 120)
+                session.records.append(dict(q=question_key(question), submitted=submitted, ttft_s=token,
+                                            text_s=text, turn_s=time.perf_counter() - t0))
+            client.close()
+        except Exception as exc:  # reported with the probe; the sweep still runs
+            session.failures.append(f"{type(exc).__name__}: {str(exc)[:200]}")
+    return run

@@ -171,6 +171,15 @@ class Session(threading.Thread):
             self.failures.append(f"{type(exc).__name__}: {str(exc)[:200]}")
 
 
+def timings_between(log_path, t0, t1) -> list:
+    """The server log's TIMING records written between wall-clock times ``t0`` and ``t1``."""
+    from helpers.serve.timing import parse_timing_lines
+
+    if not log_path or not Path(log_path).is_file():
+        return []
+    return [r for r in parse_timing_lines(Path(log_path).read_text(errors="replace")) if t0 <= r.get("t", 0) <= t1]
+
+
 def _stats(values, nd=4) -> dict:
     values = [v for v in values if v is not None]
     if not values:

@@ -41,10 +41,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import environment  # noqa: E402
-from benchmarks.load_probe import model_probe, tiling_probe  # noqa: E402
-from benchmarks.load_sessions import Session, level_summary, session_photos  # noqa: E402
+from benchmarks.load_probe import model_probe, tiling_probe, ui_probe  # noqa: E402
+from benchmarks.load_sessions import Session, level_summary, session_photos, timings_between  # noqa: E402
 from helpers.procs import stop_group  # noqa: E402
-from helpers.serve.timing import parse_timing_lines  # noqa: E402
 from helpers.settings import get_settings  # noqa: E402
 
 PACKAGES = ("torch", "transformers", "lmdeploy", "gradio", "gradio_client", "PIL")
@@ -82,12 +81,6 @@ def _serving_facts(log_text: str):
     return json.loads(lines[-1][len("SERVING "):]) if lines else None
 
 
-def _timings(log_path, t0, t1) -> list:
-    if not log_path or not Path(log_path).is_file():
-        return []
-    return [r for r in parse_timing_lines(Path(log_path).read_text(errors="replace")) if t0 <= r.get("t", 0) <= t1]
-
-
 def run_level(url, n, photos, args, log_path) -> dict:
     """One load level: ``n`` sessions at once, bounded by ``args.per_n_timeout``; returns its summary."""
     rng = random.Random(1000 + n)
@@ -112,47 +105,7 @@ def run_level(url, n, photos, args, log_path) -> dict:
             s.join(5)
     wall = time.perf_counter() - t0
     time.sleep(0.5)  # the last TIMING lines reach the log
-    return level_summary(n, sessions, _timings(log_path, t_wall, time.time()), args.turns, wall, hung)
-
-
-def ui_probe(url, photo, args, log_path) -> dict:
-    """On the idle UI: one session's text-only turns, then one session's image turns (engine TTFT of each)."""
-    out = {}
-    for name, with_photo in (("text_only", False), ("one_image", True)):
-        t_wall = time.time()
-        s = Session(0, url, photo, "probe-" + name, [], 3, (16, 0.8, 0.8, False), time.monotonic() + 120, 0.0)
-        if not with_photo:  # no upload: the questions go to the engine without an image
-            s.run = _text_only_run(s)
-        s.start()
-        s.join(130)
-        time.sleep(0.5)
-        recs = _timings(log_path, t_wall, time.time())
-        turns = [r for r in recs if r.get("kind") == "turn"]
-        prep = [r for r in recs if r.get("kind") == "lmdeploy_preprocess"]
-        out[name] = {"engine_ttft_s": [r.get("engine_ttft_s") for r in turns],
-                     "tokens_in": [r.get("tokens_in") for r in turns],
-                     "preprocess_s": [round(p["wait_s"] + p["run_s"], 5) for p in prep],
-                     "client_ttft_s": [r["ttft_s"] for r in s.records], "failures": s.failures}
-    return out
-
-
-def _text_only_run(session):
-    def run():
-        from gradio_client import Client
-
-        from helpers.serve.timing import question_key
-
-        try:
-            client = Client(session.url, verbose=False)
-            for turn in range(1, session.turns + 1):
-                question, submitted, t0 = f"第{turn}问：你好，请介绍一道中国菜。", time.time(), time.perf_counter()
-                _, token, text = session.ask(client, question, 120)
-                session.records.append(dict(q=question_key(question), submitted=submitted, ttft_s=token,
-                                            text_s=text, turn_s=time.perf_counter() - t0))
-            client.close()
-        except Exception as exc:  # reported with the probe; the sweep still runs
-            session.failures.append(f"{type(exc).__name__}: {str(exc)[:200]}")
-    return run
+    return level_summary(n, sessions, timings_between(log_path, t_wall, time.time()), args.turns, wall, hung)
 
 
 def run_variant(profile, levels, args, work, photos, log_path, result) -> dict:
@@ -161,13 +114,16 @@ def run_variant(profile, levels, args, work, photos, log_path, result) -> dict:
     result["variants"].append(variant)
     proc = log = None
     t0 = time.monotonic()
+    if _left(args) < 60 + args.per_n_timeout:  # no time to start a UI and run one level: say so, start nothing
+        variant["levels"] = [{"sessions": n, "skipped": "the run's --timeout was near"} for n in levels]
+        return variant
     try:
         if args.start:
             from helpers.serve.api_server import free_port
 
             url = f"http://127.0.0.1:{free_port()}/"
             proc, log = _start_ui(args.model, url.rsplit(":", 1)[1].strip("/"), args.engine, profile, log_path)
-            _wait_up(url, proc, args.start_timeout, log_path)
+            _wait_up(url, proc, min(args.start_timeout, _left(args) - args.per_n_timeout), log_path)
             variant["ui_start_s"] = round(time.monotonic() - t0, 1)
             print(f"[{profile}] web UI up at {url} in {variant['ui_start_s']} s (log {log_path})", flush=True)
         else:
@@ -177,11 +133,11 @@ def run_variant(profile, levels, args, work, photos, log_path, result) -> dict:
         variant["serving"] = _serving_facts(Path(log_path).read_text(errors="replace")) if Path(log_path).is_file() \
             else None
         if args.probe and "ui_probe" not in result:
-            result["ui_probe"] = {"profile": profile, **ui_probe(url, photos[0], args, log_path)}
+            result["ui_probe"] = {"profile": profile, **ui_probe(url, photos[0], log_path)}
             print(f"[{profile}] idle probe: {json.dumps(result['ui_probe'], ensure_ascii=False)[:600]}", flush=True)
         for n in levels:
-            if time.monotonic() > args.stop_at:
-                variant["levels"].append({"sessions": n, "skipped": "the run's --timeout was reached"})
+            if _left(args) < args.per_n_timeout + 10:  # a level may take per_n_timeout: it would not end in time
+                variant["levels"].append({"sessions": n, "skipped": "the run's --timeout was near"})
                 continue
             try:
                 level = run_level(url, n, photos, args, log_path)
@@ -191,6 +147,8 @@ def run_variant(profile, levels, args, work, photos, log_path, result) -> dict:
             variant["levels"].append(level)
             print_level(level)
             _write(args.json, result)
+            if args.publish:  # after every level: a run cut short still leaves its capacity file
+                _write(args.publish, publishable(result, Path(args.json).name if args.json else "-"))
     except Exception as exc:  # the UI did not start: recorded, and the next variant still runs
         variant["error"] = f"{type(exc).__name__}: {str(exc)[-1500:]}"
         print(f"[{profile}] FAILED: {variant['error']}", flush=True)
@@ -262,6 +220,10 @@ def _write(path, data) -> None:
         Path(path).write_text(json.dumps(data, ensure_ascii=False, indent=2, default=str) + "\n", encoding="utf-8")
 
 
+def _left(args) -> float:
+    return args.deadline - time.monotonic()
+
+
 def _checkpoint_tiling(model) -> dict:
     cfg = json.loads((Path(model) / "config.json").read_text(encoding="utf-8"))
     return dict(min_num=int(cfg.get("min_dynamic_patch", 1)), max_num=int(cfg.get("max_dynamic_patch", 12)),
@@ -286,7 +248,8 @@ def _parse_args(argv):
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--per-n-timeout", type=float, default=150, help="seconds one level may take (then it stops)")
     ap.add_argument("--start-timeout", type=float, default=300, help="seconds the UI may take to come up")
-    ap.add_argument("--timeout", type=float, default=1800, help="whole run: later levels are skipped after it")
+    ap.add_argument("--timeout", type=float, default=1800,
+                    help="the whole run ends within this many seconds: levels, UIs and the probe that would not fit are skipped")
     ap.add_argument("--probe", action="store_true", help="measure the parts alone too (benchmarks/load_probe.py)")
     ap.add_argument("--quick", action="store_true", help="CI size: levels 2,4; 3 turns, 0.5 s reading, 8 tokens")
     ap.add_argument("--json", default=None, help="write all levels here (rewritten after every level)")
@@ -311,7 +274,7 @@ def _parse_args(argv):
 
 def main(argv=None) -> int:
     args = _parse_args(argv)
-    args.stop_at = time.monotonic() + args.timeout
+    args.deadline = time.monotonic() + args.timeout
     work = Path(tempfile.mkdtemp(prefix="webui-load-"))
     model = args.model or str(get_settings().model_path)
     n_max = max(n for _, levels in args.variants for n in levels)
@@ -329,7 +292,7 @@ def main(argv=None) -> int:
     for i, (profile, levels) in enumerate(args.variants):
         log_path = base_log if i == 0 else base_log.with_name(f"{base_log.stem}.{profile}{base_log.suffix}")
         run_variant(profile, levels, args, work, photos, log_path, result)
-    if args.probe and args.start and time.monotonic() < args.stop_at:
+    if args.probe and args.start and _left(args) > 45:
         try:  # after the UIs stopped: the GPU is the probe's alone
             result["model_probe"] = model_probe(model, photos[0], _checkpoint_tiling(model))
         except Exception as exc:  # recorded; the sweep's numbers stand without it
