@@ -43,7 +43,12 @@ class ServeProfile:
     stream_interval_s: float = 0.0  # least time between two streamed updates of one answer
 
     def engine_options(self) -> dict:
-        """The LMDeploy ``PytorchEngineConfig`` fields this profile sets."""
+        """The LMDeploy ``PytorchEngineConfig`` fields this profile sets.
+
+        Example:
+            >>> get_profile("baseline").engine_options()
+            {}
+        """
         return {k: v for k, v in (("max_prefill_token_num", self.max_prefill_token_num),
                                   ("max_batch_size", self.max_batch_size)) if v is not None}
 

@@ -84,7 +84,12 @@ def log_timings_to(stream=None) -> logging.Handler:
     a handler of their own keeps them whatever other libraries do to the root logger.
 
     Returns:
-        The handler (added once; later calls return the same one).
+        The handler (added once; later calls return the same one, stream unchanged: use its ``setStream``).
+
+    Example:
+        >>> import io
+        >>> log_timings_to(io.StringIO()) is log_timings_to()
+        True
     """
     import sys
 
@@ -116,6 +121,10 @@ def instrument_lmdeploy_preprocess(pipe, workers: int | None = None) -> bool:
 
     Returns:
         True when instrumented; False when this LMDeploy keeps no vision encoder where expected.
+
+    Example:
+        >>> instrument_lmdeploy_preprocess(object())   # not an LMDeploy pipeline: nothing to time
+        False
     """
     encoder = getattr(getattr(pipe, "async_engine", None), "vl_encoder", None)
     model = getattr(encoder, "model", None)
