@@ -188,10 +188,9 @@ def serving_facts(demo) -> dict:
              "max_queue": demo.course_max_queue, "engine": pool.kind, "engine_config": {}}
     for label, eng in pool.engines.items():
         cfg = getattr(eng, "backend_config", None)
-        fields = dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else {}
         keep = ("max_batch_size", "max_prefill_token_num", "cache_max_entry_count", "session_len", "tp",
                 "block_size", "prefill_interval", "eager_mode", "enable_prefix_caching")
-        facts["engine_config"][label] = {k: fields.get(k) for k in keep if k in fields} or {
+        facts["engine_config"][label] = {k: getattr(cfg, k) for k in keep if hasattr(cfg, k)} or {
             "engine": getattr(eng, "engine_name", "?"), "max_concurrency": getattr(eng, "max_concurrency", None)}
         encoder = getattr(getattr(eng, "async_engine", None), "vl_encoder", None)
         if encoder is not None:
