@@ -150,7 +150,8 @@ def run_variant(profile, levels, args, work, photos, log_path, result) -> dict:
             if args.publish:  # after every level: a run cut short still leaves its capacity file
                 _write(args.publish, publishable(result, Path(args.json).name if args.json else "-"))
     except Exception as exc:  # the UI did not start: recorded, and the next variant still runs
-        variant["error"] = f"{type(exc).__name__}: {str(exc)[-1500:]}"
+        msg = str(exc)  # its first line says what happened, its end (the UI's log) why
+        variant["error"] = f"{type(exc).__name__}: " + (msg if len(msg) < 1600 else msg[:300] + " … " + msg[-1200:])
         print(f"[{profile}] FAILED: {variant['error']}", flush=True)
     finally:
         if proc is not None:

@@ -319,3 +319,32 @@ def test_gpu_script_dry_run_names_every_step(tmp_path):
     assert "overlay_envs.sh" in steps[0] and "helpers.replica --shapes 2b --device cuda" in steps[-2]
     assert "--engine lmdeploy --variant class:8,16,32,64,128 --variant baseline:32,64 --probe" in steps[-1]
     assert f"--publish {tmp_path}/webui-capacity.json" in steps[-1]
+
+
+# ---- bounded: a level that cannot reach its UI, and a UI that does not start, are recorded and the run goes on
+
+
+@pytest.mark.slow
+def test_failed_level_and_failed_ui_do_not_stop_the_sweep(tmp_path):
+    pytest.importorskip("gradio_client")
+    from PIL import Image
+
+    from benchmarks import webui_load
+
+    photos = []
+    for i in range(2):
+        photos.append(tmp_path / f"p{i}.jpg")
+        Image.new("RGB", (64, 48), (i * 90, 40, 40)).save(photos[-1])
+    args = SimpleNamespace(max_new_tokens=8, per_n_timeout=20, turns=3, think_time=0.0)
+    level = webui_load.run_level("http://127.0.0.1:9/", 2, photos, args, None)  # nothing listens on port 9
+    assert level["turns_done"] == 0 and len(level["failures"]) == 2 and level["ttft_p95_s"] is None
+    empty = tmp_path / "no-checkpoint"
+    empty.mkdir()
+    (empty / "config.json").write_text("{}", encoding="utf-8")  # passes the UI's check, then cannot load
+    out = tmp_path / "run.json"
+    code = webui_load.main(["--start", "--engine", "transformers", "--model", str(empty), "--variant", "class:1",
+                            "--variant", "baseline:1", "--per-n-timeout", "20", "--start-timeout", "120",
+                            "--json", str(out), "--server-log", str(tmp_path / "ui.log")])
+    result = json.loads(out.read_text(encoding="utf-8"))
+    assert code == 1 and [v["profile"] for v in result["variants"]] == ["class", "baseline"]
+    assert all(v["error"] and "exited" in v["error"] for v in result["variants"]), [v["error"] for v in result["variants"]]
