@@ -222,7 +222,8 @@ class ChatHandlers:
         end = time.perf_counter()
         since = {k: round(marks[k] - start, 5) for k in ("first_piece_s", "first_text_s") if k in marks}
         log_timing("turn", q=question_key(text), entered=round(entered, 4) if entered else None,
-                   image=isinstance(prompt, tuple), engine_ttft_s=since.get("first_piece_s"),
+                   image=isinstance(prompt, tuple),  # this turn sends the photo; later turns resend it as history
+                   engine_ttft_s=since.get("first_piece_s"),
                    engine_first_text_s=since.get("first_text_s"), total_s=round(end - start, 5),
                    decode_s=round(end - marks["first_piece_s"], 5) if "first_piece_s" in marks else None,
                    tokens_in=marks.get("tokens_in"), tokens_out=marks.get("tokens_out"))
