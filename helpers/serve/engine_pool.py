@@ -60,10 +60,15 @@ class EnginePool:
         models: ``{label: engine object or checkpoint directory}`` in display order.
         engine: engine kind for directories ("lmdeploy"/"transformers"; default: settings.engine).
         settings: a Settings.
+        profile: a :class:`helpers.serve.profiles.ServeProfile` (LMDeploy settings and preprocessing
+            threads of the engines it loads; default: the default profile).
     """
 
-    def __init__(self, models: dict, engine: str | None = None, settings=None):
+    def __init__(self, models: dict, engine: str | None = None, settings=None, profile=None):
+        from helpers.serve.profiles import get_profile
+
         self.settings = settings or get_settings()
+        self.profile = profile or get_profile()
         self.kind = engine or self.settings.engine
         self.models = dict(models)
         self.engines: dict = {k: v for k, v in self.models.items() if not isinstance(v, (str, os.PathLike))}
@@ -81,9 +86,21 @@ class EnginePool:
             if label not in self.engines:
                 from helpers.serve.pipeline import make_pipeline
 
-                log.info("loading %s from %s", label, self.models[label])
-                self.engines[label] = make_pipeline(self.models[label], engine=self.kind, settings=self.settings)
+                log.info("loading %s from %s (profile %s)", label, self.models[label], self.profile.name)
+                self.engines[label] = self._load(make_pipeline, self.models[label])
             return self.engines[label]
+
+    def _load(self, make_pipeline, path):
+        from helpers.serve.timing import instrument_lmdeploy_preprocess
+
+        if self.kind != "lmdeploy":
+            return make_pipeline(path, engine=self.kind, settings=self.settings)
+        P = self.profile
+        pipe = make_pipeline(path, engine="lmdeploy", settings=self.settings, engine_options=P.engine_options(),
+                             cache_max_entry_count=P.cache_max_entry_count)
+        if not instrument_lmdeploy_preprocess(pipe, workers=P.preprocess_workers):
+            log.warning("LMDeploy keeps no vision preprocessor where expected: no preprocessing timings")
+        return pipe
 
     def capacity(self) -> int:
         """How many requests the engines can take at once (the queue's concurrency limit)."""

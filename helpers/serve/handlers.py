@@ -8,14 +8,20 @@ from __future__ import annotations
 
 import copy
 import logging
+import time
 from pathlib import Path
 
+from helpers.serve.profiles import engine_tiling, fit_to_grid, get_profile
+from helpers.serve.timing import log_timing, question_key
 from helpers.serve.uploads import UploadError, bound_history, discard_upload, load_upload, message_problem
 
 log = logging.getLogger("helpers.serve.webui")
 
 QUEUED = "⏳ 已提交，正在排队等待模型空闲……"
 THINKING = "⏳ 模型正在读图和思考……"
+# Shown from the first generated token until a token brings visible text (a real model's first token
+# nearly always does; a random-weight replica's often decodes to nothing): the load test's first-token mark.
+WRITING = "✍️ 模型开始回答了……"
 BUSY = "⚠️ 上一条回答还没有结束，请稍候再发送。"
 EMPTY_STATE = {"image": None, "image_name": None, "history": [], "messages": [], "model": None,
                "pending": None, "busy": False}
@@ -29,8 +35,9 @@ def _user_turn(state, text):
 class ChatHandlers:
     """The web UI's event handlers over one engine pool (shared by every browser tab)."""
 
-    def __init__(self, gr, pool, settings, default_label: str, examples: list):
+    def __init__(self, gr, pool, settings, default_label: str, examples: list, profile=None):
         self.gr, self.pool, self.S = gr, pool, settings
+        self.profile = profile or get_profile()
         self.default_label = default_label
         self.examples = examples
         self.example_paths = [str(p) for p, _ in examples]
@@ -54,8 +61,9 @@ class ChatHandlers:
         if state["busy"]:
             self.busy()
             return state, None
+        timings: dict = {}
         try:
-            image, notes = load_upload(path, settings=self.S)
+            image, notes = load_upload(path, settings=self.S, timings=timings)
         except Exception as exc:  # UploadError, or an unforeseen decoder failure: still only a bad upload
             if not isinstance(exc, UploadError):
                 log.exception("upload %s", path)
@@ -65,14 +73,28 @@ class ChatHandlers:
             self.say(state, str(exc) + keep)
             return state, None
         name = display_name or Path(path).name
-        state.update(image=image, image_name=name, history=[], pending=None)
-        extra = "；".join(notes)
-        state["messages"] = [{"role": "assistant",
-                              "content": f"📷 已载入 {name}（{image.width}×{image.height}）"
-                                         + (f"，{extra}" if extra else "") + "。新的对话开始了，请提问，例如「图中是什么菜？」"}]
         preview = image.copy()
         preview.thumbnail((768, 768))
+        size, served = (image.width, image.height), self._prescale(image, state, notes, timings)
+        state.update(image=served, image_name=name, history=[], pending=None)
+        extra = "；".join(notes)
+        state["messages"] = [{"role": "assistant",
+                              "content": f"📷 已载入 {name}（{size[0]}×{size[1]}）"
+                                         + (f"，{extra}" if extra else "") + "。新的对话开始了，请提问，例如「图中是什么菜？」"}]
+        log_timing("upload", width=size[0], height=size[1], **timings)
         return state, preview
+
+    def _prescale(self, image, state, notes, timings):
+        """The profile's downscale to the tile grid (same tiles, fewer pixels to resize every turn)."""
+        if not self.profile.prescale:
+            return image
+        start = time.perf_counter()
+        smaller, tiles = fit_to_grid(image, **engine_tiling(self.pool.get(state["model"])))
+        timings.update(prescale_s=round(time.perf_counter() - start, 5), tiles=tiles,
+                       served=f"{smaller.width}x{smaller.height}")
+        if smaller is not image:
+            notes.append(f"已缩小为 {smaller.width}×{smaller.height} 再切图（仍是 {tiles} 个图块）")
+        return smaller
 
     # ---- events
     def on_upload(self, file, state):
@@ -127,6 +149,7 @@ class ChatHandlers:
     def on_chat(self, message, state, max_new_tokens, temperature, top_p, do_sample):
         """The queued part: stream the answer into the chat (also the ``/chat`` API for scripts)."""
         state = self.state(state)
+        entered = time.time()  # Gradio's queue let this request in now (the load test's queue wait ends here)
         text, state["pending"] = state["pending"], None
         if text is None:
             text = self._direct_question(message, state)
@@ -144,14 +167,14 @@ class ChatHandlers:
 
         try:
             yield show(THINKING)
-            yield from self._stream(text, state, show, max_new_tokens, temperature, top_p, do_sample)
+            yield from self._stream(text, state, show, max_new_tokens, temperature, top_p, do_sample, entered)
         except Exception as exc:
             log.exception("chat turn failed")
             yield show(f"⚠️ 生成失败：{type(exc).__name__}: {exc}。可以重试或点「新对话」。")
         finally:
             state["busy"] = False
 
-    def _stream(self, text, state, show, max_new_tokens, temperature, top_p, do_sample):
+    def _stream(self, text, state, show, max_new_tokens, temperature, top_p, do_sample, entered=None):
         from helpers.serve.generation import generation_config
 
         eng = self.pool.get(state["model"])
@@ -165,20 +188,45 @@ class ChatHandlers:
         prompt = (text, state["image"]) if first_turn and state["image"] is not None else text
         session = eng.session()
         session.history, _ = bound_history(state["history"], self.S.max_history_chars)
-        answer = ""
+        answer, marks, last_sent = "", {}, 0.0
+        called = time.perf_counter()
         try:
             for piece in eng.chat(prompt, session=session, gen_config=cfg, stream_response=True):
                 if getattr(piece, "finish_reason", None) == "error":
                     raise RuntimeError(getattr(piece, "error_message", None) or "engine error")
+                first_piece = "first_piece_s" not in marks
+                marks.setdefault("first_piece_s", time.perf_counter())
+                marks.update(tokens_out=getattr(piece, "generate_token_len", None),
+                             tokens_in=getattr(piece, "input_token_len", None))
                 answer += piece.text
-                yield show(answer or THINKING)
+                now = time.perf_counter()
+                # The first text goes out at once; later pieces at most every stream_interval_s.
+                first_text = bool(answer) and "first_text_s" not in marks
+                if first_text:
+                    marks["first_text_s"] = now
+                if first_piece or first_text or now - last_sent >= self.profile.stream_interval_s:
+                    last_sent = now
+                    yield show(answer or WRITING)
         finally:
             try:
                 session.close()
             except Exception:  # closing is best effort; the turn itself is what matters
                 log.debug("session close failed", exc_info=True)
+            self._log_turn(text, prompt, called, marks, entered)
         state["history"] = state["history"] + [(prompt, answer)]
         yield show(answer if answer.strip() else "（模型没有生成文字）")
+
+    @staticmethod
+    def _log_turn(text, prompt, start, marks, entered):
+        """One ``turn`` timing record: engine time to the first piece and to the first text, then decode."""
+        end = time.perf_counter()
+        since = {k: round(marks[k] - start, 5) for k in ("first_piece_s", "first_text_s") if k in marks}
+        log_timing("turn", q=question_key(text), entered=round(entered, 4) if entered else None,
+                   image=isinstance(prompt, tuple),  # this turn sends the photo; later turns resend it as history
+                   engine_ttft_s=since.get("first_piece_s"),
+                   engine_first_text_s=since.get("first_text_s"), total_s=round(end - start, 5),
+                   decode_s=round(end - marks["first_piece_s"], 5) if "first_piece_s" in marks else None,
+                   tokens_in=marks.get("tokens_in"), tokens_out=marks.get("tokens_out"))
 
     def on_new_chat(self, state):
         state = self.state(state)

@@ -10,7 +10,11 @@ beyond the engine's capacity wait in Gradio's queue with a visible "queued" note
 Command line::
 
     python -m helpers.serve.webui --model PATH [--finetuned PATH] [--port 7860] [--host 127.0.0.1] [--share]
-                            [--max-upload-mb 20] [--max-image-pixels 40000000] [--concurrency N]
+                            [--max-upload-mb 20] [--max-image-pixels 40000000] [--profile baseline|class]
+                            [--concurrency N] [--max-queue N]
+
+``--profile`` picks the serving settings (:mod:`helpers.serve.profiles`); the UI logs where each request's
+time goes as ``TIMING`` lines (:mod:`helpers.serve.timing`), which ``benchmarks/webui_load.py`` reads.
 
 Example:
     >>> from helpers.serve.webui import build_app                       # doctest: +SKIP
@@ -21,6 +25,8 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
+import json
 import logging
 import os
 import sys
@@ -30,11 +36,13 @@ from types import SimpleNamespace
 from helpers.settings import get_settings
 from helpers.serve.engine_pool import EnginePool, _label, example_images
 from helpers.serve.handlers import EMPTY_STATE, ChatHandlers
+from helpers.serve.profiles import PROFILES, ServeProfile, get_profile
+from helpers.serve.timing import log_timings_to
 
 
 def build_app(engine_or_model_path=None, settings=None, base_model=None, finetuned_model=None, *,
               engine: str | None = None, concurrency_limit: int | None = None, preload: bool = True,
-              examples=None, max_queue: int = 64):
+              examples=None, max_queue: int | None = None, profile=None):
     """Build the Gradio app.
 
     Args:
@@ -46,10 +54,12 @@ def build_app(engine_or_model_path=None, settings=None, base_model=None, finetun
         finetuned_model: a fine-tuned model (engine or directory) to switch to.
         engine: engine kind for directories (default: settings.engine).
         concurrency_limit: requests served at once; more wait in the queue (default: the
-            engine's capacity: 1 for transformers, LMDeploy's batch size).
+            profile's, else the engine's capacity: 1 for transformers, LMDeploy's batch size up to 32).
         preload: load the first model now (errors show at start, not at the first question).
         examples: ``[(path, caption)]`` (default: :func:`example_images`).
-        max_queue: most requests waiting in the queue.
+        max_queue: most requests waiting in the queue (default: the profile's).
+        profile: a :class:`helpers.serve.profiles.ServeProfile` or its name (default:
+            :data:`helpers.serve.profiles.DEFAULT_PROFILE`): engine, queue and upload settings.
 
     Returns:
         ``gradio.Blocks`` with its queue configured; call ``.launch(...)``.
@@ -64,19 +74,23 @@ def build_app(engine_or_model_path=None, settings=None, base_model=None, finetun
         raise ImportError("gradio is missing: install requirements-lmdeploy.txt") from exc
 
     S = settings or get_settings()
-    pool = EnginePool(_model_choices(S, engine_or_model_path, base_model, finetuned_model), engine=engine, settings=S)
+    P = profile if isinstance(profile, ServeProfile) else get_profile(profile)
+    pool = EnginePool(_model_choices(S, engine_or_model_path, base_model, finetuned_model), engine=engine, settings=S,
+                      profile=P)
     default_label = pool.labels[0]
     if preload:
         pool.get(default_label)
-    limit = concurrency_limit or pool.capacity()
+    # The transformers engine answers one request at a time whatever the profile says.
+    limit = concurrency_limit or (P.concurrency if pool.kind == "lmdeploy" else None) or pool.capacity()
     examples = example_images(S) if examples is None else list(examples)
-    handlers = ChatHandlers(gr, pool, S, default_label, examples)
+    handlers = ChatHandlers(gr, pool, S, default_label, examples, profile=P)
     with gr.Blocks(title="InternVL2 美食问答") as demo:
         ui = _layout(gr, S, pool, examples, default_label)
         _wire(gr, ui, handlers)
-    demo.queue(default_concurrency_limit=limit, max_size=max_queue)
+    demo.queue(default_concurrency_limit=limit, max_size=max_queue or P.max_queue)
     demo.course_pool = pool  # for notebooks and tests: which engines serve this app
-    demo.course_concurrency = limit
+    demo.course_concurrency, demo.course_max_queue = limit, max_queue or P.max_queue
+    demo.course_profile = P
     return demo
 
 
@@ -160,6 +174,30 @@ def _wire(gr, ui, h: ChatHandlers) -> None:
                            queue=False)
 
 
+def serving_facts(demo) -> dict:
+    """What a built app serves with: profile, queue, and the engine's own settings (for logs and benchmarks).
+
+    Args:
+        demo: what :func:`build_app` returned.
+
+    Returns:
+        ``{"profile": {...}, "concurrency", "max_queue", "engine", "engine_config": {...}}``.
+    """
+    pool = demo.course_pool
+    facts = {"profile": dataclasses.asdict(demo.course_profile), "concurrency": demo.course_concurrency,
+             "max_queue": demo.course_max_queue, "engine": pool.kind, "engine_config": {}}
+    for label, eng in pool.engines.items():
+        cfg = getattr(eng, "backend_config", None)
+        keep = ("max_batch_size", "max_prefill_token_num", "cache_max_entry_count", "session_len", "tp",
+                "block_size", "prefill_interval", "eager_mode", "enable_prefix_caching")
+        facts["engine_config"][label] = {k: getattr(cfg, k) for k in keep if hasattr(cfg, k)} or {
+            "engine": getattr(eng, "engine_name", "?"), "max_concurrency": getattr(eng, "max_concurrency", None)}
+        encoder = getattr(getattr(eng, "async_engine", None), "vl_encoder", None)
+        if encoder is not None:
+            facts["engine_config"][label]["preprocess_workers"] = getattr(encoder.executor, "_max_workers", None)
+    return facts
+
+
 def launch(demo, host: str | None = None, port: int | None = None, share: bool = False, settings=None, **kwargs):
     """Start a built app on ``host:port`` (loopback unless asked) with the upload size cap.
 
@@ -177,6 +215,8 @@ def launch(demo, host: str | None = None, port: int | None = None, share: bool =
     S = settings or get_settings()
     # Gradio refuses uploads beyond this outright; below it load_upload explains the real limit.
     cap_mb = max(1, int(S.max_upload_mb * 4))
+    # Every streaming answer holds a worker thread while it waits for its next token.
+    kwargs.setdefault("max_threads", getattr(getattr(demo, "course_profile", None), "max_threads", 40))
     return demo.launch(server_name=host or S.server_host, server_port=port or S.webui_port, share=share,
                        max_file_size=f"{cap_mb}mb", show_error=False, **kwargs)
 
@@ -193,7 +233,10 @@ def main(argv=None) -> int:
     parser.add_argument("--host", default=S.server_host, help="bind address (default: %(default)s)")
     parser.add_argument("--port", type=int, default=S.webui_port, help="port (default: %(default)s)")
     parser.add_argument("--share", action="store_true", help="public gradio.live link (needs internet)")
-    parser.add_argument("--concurrency", type=int, default=None, help="requests served at once (default: engine's)")
+    parser.add_argument("--profile", choices=sorted(PROFILES), default=None,
+                        help="serving profile: engine, queue and upload settings (helpers.serve.profiles)")
+    parser.add_argument("--concurrency", type=int, default=None, help="requests served at once (default: profile's)")
+    parser.add_argument("--max-queue", type=int, default=None, help="requests waiting at most (default: profile's)")
     parser.add_argument("--max-upload-mb", type=float, default=S.max_upload_mb,
                         help="largest upload accepted, MiB (default: %(default)s)")
     parser.add_argument("--max-image-pixels", type=int, default=S.max_image_pixels,
@@ -201,13 +244,16 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     S = S.replace(max_upload_mb=args.max_upload_mb, max_image_pixels=args.max_image_pixels)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    log_timings_to(sys.stdout)  # where request is spent, one JSON line each (helpers.serve.timing)
     for path in (args.model, args.base, args.finetuned):
         if path and not (Path(path) / "config.json").is_file():
             parser.error(f"no checkpoint at {path} (config.json missing)")
     demo = build_app(args.model, S, base_model=args.base, finetuned_model=args.finetuned, engine=args.engine,
-                     concurrency_limit=args.concurrency)
+                     concurrency_limit=args.concurrency, max_queue=args.max_queue, profile=args.profile)
     print(f"engine: {demo.course_pool.kind}; models: {demo.course_pool.labels}; "
           f"concurrency {demo.course_concurrency}; http://{args.host}:{args.port}", flush=True)
+    # One JSON line the load test reads back: what this server really runs with.
+    print("SERVING " + json.dumps(serving_facts(demo), ensure_ascii=False, default=str), flush=True)
     launch(demo, args.host, args.port, share=args.share, settings=S)
     return 0
 
