@@ -241,6 +241,11 @@ def test_figures(split):
             row["image"] = image
     fig = plot_comparison({"base": base, "tuned": tuned})
     assert len(fig.axes) == 2
+    from helpers.display import figure_text
+
+    text = figure_text(fig)
+    assert {"准确率（%）", "按问题类型", "按菜系", "全部"} <= set(text)
+    assert not {"accuracy (%)", "all", "cuisine_type", "food_name"} & set(text)
     fig = gallery({"base": base, "tuned": tuned}, n=3, cols=3, pick="mixed")
     titles = [ax.get_title(loc="left") for ax in fig.axes if ax.get_title(loc="left")]
     assert len(titles) == 3 and all("base" in t and "tuned" in t for t in titles)

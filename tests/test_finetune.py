@@ -197,6 +197,10 @@ def test_read_log_merges_resumed_launches(tmp_path):
     pytest.importorskip("matplotlib")
     fig = logs.plot_log(rows)
     assert len(fig.axes) == 2
+    from helpers.display import DPI, figure_text
+
+    assert fig.get_dpi() == DPI  # built by helpers.display.figure: CJK font applied
+    assert {"训练 loss", "学习率", "训练步"} <= set(figure_text(fig))
 
 
 def test_read_log_falls_back_to_text(tmp_path):
