@@ -173,7 +173,7 @@ def test_half_written_checkpoint_is_skipped(tmp_path, capsys):
     assert "truncated" in checkpoints.checkpoint_problem(tmp_path / "iter_8.pth")
     assert checkpoints.last_checkpoint(tmp_path) == tmp_path / "iter_4.pth"
     out = capsys.readouterr().out
-    assert "Skipping checkpoint" in out and "iter_8.pth" in out and "iter_12.pth" in out
+    assert "跳过检查点" in out and "iter_8.pth" in out and "iter_12.pth" in out
     (tmp_path / "iter_4.pth").unlink()
     assert checkpoints.last_checkpoint(tmp_path) is None
 
@@ -514,7 +514,7 @@ def test_interrupt_and_resume_matches_uninterrupted(trained, tiny, capsys, monke
     with pytest.raises(FileExistsError):
         train_run.launch(config, work)  # a fresh start would mix two runs
     resumed = train_run.launch(config, work, resume=True)
-    assert "Skipping checkpoint" in capsys.readouterr().out
+    assert "跳过检查点" in capsys.readouterr().out
     assert resumed.resumed_from == good
     resumed.wait(progress=False)
     result = resumed.result()
