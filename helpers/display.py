@@ -26,6 +26,9 @@ NO_CJK_WARNING = ("没有找到中文字体，图中的中文会显示成方框�
                   "run scripts/install_system_deps.sh (installs fonts-wqy-microhei).")
 _FONT = {"checked": False, "name": None}
 
+# FoodieQA question_type -> its short Chinese name in plots and tables (learner-facing; the data keeps the key).
+QUESTION_TYPES = {"cuisine_type": "菜系题", "food_name": "菜名题"}
+
 
 def _has_glyphs(path: str, text: str) -> bool:
     """Whether the font file at ``path`` maps every character of ``text``."""

@@ -83,9 +83,6 @@ DISHES: tuple = (
 DISH_BY_NAME: dict = {d.name: d for d in DISHES}
 
 # Where a FoodieQA photo was taken (food_meta.food_location).
-# FoodieQA question_type -> its short Chinese name in tables and plots.
-QUESTION_TYPES: dict = {"cuisine_type": "菜系题", "food_name": "菜名题"}
-
 LOCATIONS: tuple = ("餐馆", "家里", "食堂", "街边小摊")
 
 

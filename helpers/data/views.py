@@ -23,8 +23,7 @@ import textwrap
 from collections import Counter
 from pathlib import Path
 
-from helpers.display import figure
-from helpers.foods import QUESTION_TYPES
+from helpers.display import QUESTION_TYPES, figure
 
 SPLIT_COLOURS = {"train": "tab:blue", "val": "tab:orange"}
 SPLIT_NAMES = {"train": "训练集", "val": "验证集"}

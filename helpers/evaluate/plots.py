@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import unicodedata
 
-from helpers.display import figure
-from helpers.foods import QUESTION_TYPES
+from helpers.display import QUESTION_TYPES, figure
 
 PICKS = ("mixed", "first", "wrong", "right")
 GROUP_KEYS = {"question_type": "问题类型", "cuisine": "菜系", "food_name": "菜名"}  # panel titles

@@ -4,7 +4,7 @@ Headers and group names are Chinese (learner-facing); the result labels are the 
 """
 from __future__ import annotations
 
-from helpers.foods import QUESTION_TYPES
+from helpers.display import QUESTION_TYPES
 
 GROUP_NAMES = {"question_type": "问题类型", "cuisine": "菜系", "food_name": "菜名"}  # first column's header
 ALL, COUNT = "全部", "题数"

@@ -134,8 +134,8 @@ def _run_xtuner_stage(name, config, work_dir, out_dir, progress):
     trained = time.time()
     convert.convert(config, result.checkpoint, out_dir, overwrite=True)
     rows = logs.read_log(work_dir)
-    print(f"{name}：{result.max_iters} 步，最后 loss {result.final_loss}，"
-          f"训练 {trained - started:.0f} s + 转换 {time.time() - trained:.0f} s", flush=True)
+    print(f"{name}: {result.max_iters} iterations, final loss {result.final_loss}, "
+          f"train {trained - started:.0f} s + convert {time.time() - trained:.0f} s", flush=True)
     return dict(iterations=result.max_iters, final_loss=result.final_loss,
                 loss=[(r["iteration"], r["loss"]) for r in rows if r["loss"] is not None],
                 train_s=round(trained - started, 1), convert_s=round(time.time() - trained, 1))
@@ -196,8 +196,8 @@ def build_base(settings: Settings, force: bool = False, progress: bool = True) -
     out = settings.tiny_base_model_path
     manifest = read_manifest(out)
     if not force and manifest and manifest.get("fingerprint") == key and (out / "model.safetensors").is_file():
-        print(f"基座已是最新：{out}（当初构建用了 {manifest['seconds']['total']:.0f} s）；"
-              f"要重建请传 force=True。")
+        print(f"Base model up to date: {out} (built in {manifest['seconds']['total']:.0f} s); "
+              f"pass force=True to rebuild.")
         return dict(manifest, skipped=True)
 
     t0 = time.time()
@@ -207,8 +207,8 @@ def build_base(settings: Settings, force: bool = False, progress: bool = True) -
                                food_per_dish=recipe.food_per_dish,
                                food_captioned_per_dish=recipe.food_captioned_per_dish)
     seconds["data"] = round(time.time() - t0, 1)
-    print(f"画了 {recipe.images} + {recipe.heldout} 个图形场景和 {data['n_food']} + {data['n_food_captioned']} "
-          f"张菜品照片，用时 {seconds['data']:.0f} s", flush=True)
+    print(f"drew {recipe.images} + {recipe.heldout} scenes and {data['n_food']} + {data['n_food_captioned']} "
+          f"food photos in {seconds['data']:.0f} s", flush=True)
 
     t = time.time()
     texts = warmup_texts(seed=recipe.seed, food_share=recipe.text_food_share)

@@ -37,6 +37,14 @@ POSITIONS = ("左边", "右边", "上方", "下方", "中间")
 COUNTS = {1: "一", 2: "两", 3: "三"}
 
 
+# English names, for plot titles (the course's machines have no CJK font).
+ENGLISH = {"红色": "red", "橙色": "orange", "黄色": "yellow", "绿色": "green", "蓝色": "blue", "紫色": "purple",
+           "粉色": "pink", "棕色": "brown", "白色": "white", "黑色": "black", "圆形": "circle", "正方形": "square",
+           "三角形": "triangle", "星形": "star", "菱形": "diamond", "左边": "left", "右边": "right", "上方": "top",
+           "下方": "bottom", "中间": "centre", "浅灰色": "light grey", "米色": "beige", "深灰色": "dark grey",
+           "浅蓝色": "light blue"}
+
+
 # Where each position puts the group: (x0, y0, x1, y1) as fractions of the image.
 _REGIONS = {"左边": (0.0, 0.0, 0.45, 1.0), "右边": (0.55, 0.0, 1.0, 1.0), "上方": (0.0, 0.0, 1.0, 0.45),
             "下方": (0.0, 0.55, 1.0, 1.0), "中间": (0.2, 0.2, 0.8, 0.8)}

@@ -110,7 +110,7 @@ def language_warmup(model_dir, out_dir, texts, steps: int = 60, batch_size: int 
         opt.zero_grad(set_to_none=True)
         losses.append((step, round(float(loss.detach()), 4)))
         if log_every and (step % log_every == 0 or step == 1):
-            print(f"阶段 0a 第 {step:>3}/{steps} 步  loss {float(loss):.3f}", flush=True)
+            print(f"stage 0a step {step:>3}/{steps}  loss {float(loss):.3f}", flush=True)
     _save_checkpoint(model, tok, model_dir, out_dir)
     return losses
 
@@ -212,7 +212,7 @@ def vision_warmup(model_dir, out_dir, data_root, scenes, steps: int = 120, batch
         if log_every and (step % log_every == 0 or step == 1):
             acc = _batch_accuracy(heads, scene_tokens, {a: targets[a][idx] for a in values},
                                   food_tokens if n_food else None, food_targets[fidx] if n_food else None)
-            print(f"阶段 0b 第 {step:>3}/{steps} 步  loss {float(loss.detach()):.3f}  batch 准确率 "
+            print(f"stage 0b step {step:>3}/{steps}  loss {float(loss.detach()):.3f}  batch accuracy "
                   + " ".join(f"{a} {v:.2f}" for a, v in acc.items()), flush=True)
     _save_checkpoint(model, tok, model_dir, out_dir)
     return losses
