@@ -72,6 +72,7 @@ def test_without_cjk_font_warns_once_and_still_renders(monkeypatch):
         assert plots.use_cjk_font() is None
     ours = [w for w in caught if w.message.args[0] == plots.NO_CJK_WARNING]
     assert len(ours) == 1 and "中文字体" in plots.NO_CJK_WARNING and "No CJK font" in plots.NO_CJK_WARNING
+    assert not _glyph_warnings(caught)  # one explanation, not one warning per Chinese character
     assert matplotlib.rcParams["font.family"] == ["sans-serif"]
 
 
