@@ -74,7 +74,8 @@ def use_cjk_font(refresh: bool = False) -> str | None:
     glyph in the families in order, so Latin text keeps the default sans-serif font (DejaVu
     Sans) and Chinese characters come from the CJK font. The font is looked up once per process
     (``refresh=True`` looks again); calling this often is cheap. Without a CJK font it warns
-    once (Chinese + English) and silences matplotlib's one-warning-per-missing-glyph flood.
+    once (Chinese + English); figures still render, matplotlib (>= 3.10) drawing each missing
+    glyph as a box from its bundled "Last Resort" font.
 
     Args:
         refresh: search the installed fonts again (after installing one, or in tests).
@@ -94,8 +95,6 @@ def use_cjk_font(refresh: bool = False) -> str | None:
         _FONT.update(checked=True, name=find_cjk_font())
         if _FONT["name"] is None:
             warnings.warn(NO_CJK_WARNING, UserWarning, stacklevel=2)
-            # The boxes are explained once above; matplotlib would add a warning per glyph at draw.
-            warnings.filterwarnings("ignore", message=r"Glyph \d+ .* missing from font")
     cjk = _FONT["name"]
     if cjk is not None:
         # Fallback runs over the *family* list (each entry resolved to one font), not over the
