@@ -4,11 +4,13 @@ Every function returns a ``matplotlib.figure.Figure`` built without pyplot, so a
 cell shows it exactly once (as the cell's value) and no global figure state leaks between
 cells. Figures default to 80 dpi and modest sizes: committed notebooks stay small.
 
-The machines the course is tested on have no CJK font, so plot text is English; Chinese
-explanations belong in the notebook's markdown.
+Plot text is Chinese (learner-facing; terms as in docs/glossary.md). :func:`figure`, which every
+plotting helper of the course uses, first calls :func:`use_cjk_font`: it puts an installed CJK
+font behind matplotlib's default font (``scripts/install_system_deps.sh`` installs
+fonts-wqy-microhei). Without one it warns once and the figures still render, Chinese as boxes.
 
 Example:
-    >>> fig = bar_panels(["a", "b"], {"tokens": [1, 2], "params": [3, 4]})
+    >>> fig = bar_panels(["a", "b"], {"token 数": [1, 2], "参数量": [3, 4]})
     >>> len(fig.axes)
     2
 """
@@ -17,39 +19,103 @@ from __future__ import annotations
 DPI = 80  # committed notebooks carry their images; 80 dpi keeps them small and readable
 
 
-CJK_FONTS = ("WenQuanYi Micro Hei", "Noto Sans CJK SC", "Noto Sans CJK JP")  # first one installed wins
+CJK_FONTS = ("WenQuanYi Micro Hei", "Noto Sans CJK SC", "Noto Sans CJK JP")  # preferred, in this order
+CJK_PROBE = "图块中文"  # glyphs a font must have to count as CJK-capable
+NO_CJK_WARNING = ("没有找到中文字体，图中的中文会显示成方框；运行 scripts/install_system_deps.sh 安装 fonts-wqy-microhei。"
+                  " / No CJK font found: Chinese plot text shows as boxes; "
+                  "run scripts/install_system_deps.sh (installs fonts-wqy-microhei).")
+_FONT = {"checked": False, "name": None}
+
+# FoodieQA question_type -> its short Chinese name in plots and tables (learner-facing; the data keeps the key).
+QUESTION_TYPES = {"cuisine_type": "菜系题", "food_name": "菜名题"}
 
 
-def use_cjk_font() -> str | None:
-    """Let matplotlib draw Chinese: add the first installed CJK font behind the default one.
+def _has_glyphs(path: str, text: str) -> bool:
+    """Whether the font file at ``path`` maps every character of ``text``."""
+    from matplotlib.ft2font import FT2Font
+
+    try:
+        charmap = FT2Font(path).get_charmap()
+    except (OSError, RuntimeError, ValueError):
+        return False
+    return all(ord(ch) in charmap for ch in text)
+
+
+def find_cjk_font() -> str | None:
+    """The family name of an installed font that can draw Chinese, or None.
+
+    Tries :data:`CJK_FONTS` first, then any font matplotlib knows whose glyphs cover
+    :data:`CJK_PROBE` (a machine may have another CJK font, e.g. Source Han or AR PL).
+
+    Returns:
+        A family name for ``rcParams["font.family"]``, or None.
+
+    Example:
+        >>> find_cjk_font() in (None, *CJK_FONTS) or isinstance(find_cjk_font(), str)
+        True
+    """
+    from matplotlib import font_manager
+
+    fonts = font_manager.fontManager.ttflist
+    by_name = {f.name: f.fname for f in fonts}
+    for name in CJK_FONTS:
+        if name in by_name and _has_glyphs(by_name[name], CJK_PROBE):
+            return name
+    for f in sorted(fonts, key=lambda f: f.name):
+        if _has_glyphs(f.fname, CJK_PROBE):
+            return f.name
+    return None
+
+
+def use_cjk_font(refresh: bool = False) -> str | None:
+    """Let matplotlib draw Chinese: add an installed CJK font behind the default one.
 
     Sets ``font.family`` to ``["sans-serif", <CJK font>]``: matplotlib (>= 3.6) looks up each
     glyph in the families in order, so Latin text keeps the default sans-serif font (DejaVu
-    Sans) and Chinese characters come from the CJK font. Safe to call often.
+    Sans) and Chinese characters come from the CJK font. The font is looked up once per process
+    (``refresh=True`` looks again); calling this often is cheap. Without a CJK font it warns
+    once (Chinese + English); figures still render, matplotlib (>= 3.10) drawing each missing
+    glyph as a box from its bundled "Last Resort" font.
+
+    Args:
+        refresh: search the installed fonts again (after installing one, or in tests).
 
     Returns:
         The CJK font's family name, or None when none is installed (Chinese then shows as boxes).
 
     Example:
-        >>> use_cjk_font() is None or use_cjk_font().startswith(("WenQuanYi", "Noto"))
+        >>> use_cjk_font() is None or isinstance(use_cjk_font(), str)
         True
     """
-    import matplotlib
-    from matplotlib import font_manager
+    import warnings
 
-    installed = {f.name for f in font_manager.fontManager.ttflist}
-    cjk = next((name for name in CJK_FONTS if name in installed), None)
-    if cjk is None:
-        return None
-    # Fallback runs over the *family* list (each entry resolved to one font), not over the
-    # generic family's font list: "sans-serif" alone never reaches the CJK font.
-    matplotlib.rcParams["font.family"] = ["sans-serif", cjk]
-    matplotlib.rcParams["axes.unicode_minus"] = False  # the CJK font has no U+2212 minus sign
+    import matplotlib
+
+    if refresh or not _FONT["checked"]:
+        _FONT.update(checked=True, name=find_cjk_font())
+        if _FONT["name"] is None:
+            warnings.warn(NO_CJK_WARNING, UserWarning, stacklevel=2)
+    cjk = _FONT["name"]
+    if cjk is not None:
+        # Fallback runs over the *family* list (each entry resolved to one font), not over the
+        # generic family's font list: "sans-serif" alone never reaches the CJK font.
+        matplotlib.rcParams["font.family"] = ["sans-serif", cjk]
+        matplotlib.rcParams["axes.unicode_minus"] = False  # the CJK font has no U+2212 minus sign
     return cjk
 
 
 def figure(figsize=(8, 3.5), dpi: int = DPI):
-    """A new constrained-layout Figure, not registered with pyplot.
+    """A new constrained-layout Figure, not registered with pyplot, able to draw Chinese.
+
+    Every plotting helper of the course starts here, so the CJK font fallback
+    (:func:`use_cjk_font`) is applied in this one place.
+
+    Args:
+        figsize: inches.
+        dpi: dots per inch.
+
+    Returns:
+        A ``matplotlib.figure.Figure``.
 
     Example:
         >>> float(figure((4, 3)).get_dpi())
@@ -60,6 +126,7 @@ def figure(figsize=(8, 3.5), dpi: int = DPI):
     except ImportError as exc:
         raise ImportError("plotting needs matplotlib; install requirements-xtuner.txt") from exc
     _inline_once()
+    use_cjk_font()
     return Figure(figsize=figsize, dpi=dpi, layout="constrained")
 
 
@@ -82,6 +149,28 @@ def _inline_once() -> None:
     shell = get_ipython()
     if shell is not None and getattr(shell, "kernel", None) is not None:
         shell.run_line_magic("matplotlib", "inline")
+
+
+def figure_text(fig) -> list:
+    """Every non-empty string a figure shows: titles, axis labels, tick labels, legends, annotations.
+
+    Lets tests (and a curious learner) check what language a plot speaks without looking at it.
+
+    Args:
+        fig: a ``matplotlib.figure.Figure`` (subfigures included).
+
+    Returns:
+        The strings, in no particular order.
+
+    Example:
+        >>> fig = figure((3, 2)); ax = fig.subplots(); _ = ax.set_title("准确率")
+        >>> "准确率" in figure_text(fig)
+        True
+    """
+    from matplotlib.text import Text
+
+    found = fig.findobj(lambda artist: isinstance(artist, Text))
+    return [t.get_text() for t in found if t.get_text().strip()]
 
 
 def _fmt(value) -> str:
@@ -131,7 +220,7 @@ def bar_panels(labels, panels: dict, log=False, figsize=None, annotate: bool = T
     return fig
 
 
-def stacked_bars(labels, stacks: dict, limit: float | None = None, limit_label: str = "limit",
+def stacked_bars(labels, stacks: dict, limit: float | None = None, limit_label: str = "上限",
                  title: str = "", ylabel: str = "", figsize=(8, 3.5)):
     """Vertical stacked bars, with an optional horizontal limit line.
 
@@ -147,7 +236,7 @@ def stacked_bars(labels, stacks: dict, limit: float | None = None, limit_label: 
         A Figure.
 
     Example:
-        >>> fig = stacked_bars([1, 2], {"image": [258, 514], "text": [7934, 7678]}, limit=8192)
+        >>> fig = stacked_bars([1, 2], {"图像": [258, 514], "文本": [7934, 7678]}, limit=8192)
     """
     fig = figure(figsize)
     ax = fig.subplots()
@@ -165,7 +254,7 @@ def stacked_bars(labels, stacks: dict, limit: float | None = None, limit_label: 
     return fig
 
 
-def curve_panels(curves: dict, xlabel: str = "step", ylabel: str = "loss", title=None, figsize=None):
+def curve_panels(curves: dict, xlabel: str = "训练步", ylabel: str = "loss", title=None, figsize=None):
     """One small line plot per named curve (e.g. the loss of each training stage).
 
     Args:
@@ -178,7 +267,7 @@ def curve_panels(curves: dict, xlabel: str = "step", ylabel: str = "loss", title
         A Figure.
 
     Example:
-        >>> fig = curve_panels({"stage 1": ([1, 2, 3], [2.0, 1.5, 1.2])})
+        >>> fig = curve_panels({"阶段 1": ([1, 2, 3], [2.0, 1.5, 1.2])})
     """
     if not curves:
         raise ValueError("curve_panels needs at least one curve")
@@ -198,7 +287,7 @@ def image_grid(images, titles=None, cols: int = 4, size: float = 2.0, title=None
 
     Args:
         images: the images.
-        titles: one title per image (English: no CJK font is assumed).
+        titles: one title per image.
         cols: images per row.
         size: inches per image.
         title: figure title.

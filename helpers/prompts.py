@@ -27,6 +27,7 @@ IMG_END = "</img>"
 IMG_CONTEXT = "<IMG_CONTEXT>"  # one per image feature; the model splices features in at these ids
 TEMPLATE = "internlm2-chat"  # the only template the course's checkpoints and InternVL2-2B/8B use
 SYSTEM_PROMPTS = {"internvl2": INTERNVL2_SYSTEM_PROMPT, "xtuner": XTUNER_SYSTEM_PROMPT}
+IMAGE_POSITIONS = ("before", "after")  # where with_image_marks puts the marks relative to the question
 
 # The same format, as the pieces XTuner 0.2.0's InternVL_V1_5_Dataset writes a training sample with (it
 # overrides PROMPT_TEMPLATE.internlm2_chat with these), derived from the conversation template above.
@@ -37,7 +38,7 @@ XTUNER_INSTRUCTION = _CONV.roles[0] + "{input}" + _CONV.sep + _CONV.roles[1]
 XTUNER_SUFFIX = _CONV.sep
 IMAGE_MARKERS = IMG_START + IMG_END + "\n"  # wraps the <IMG_CONTEXT> run XTuner puts before the question
 
-__all__ = ["IMAGE", "IMG_START", "IMG_END", "IMG_CONTEXT", "TEMPLATE", "SYSTEM_PROMPTS", "TURN_TOKENS", "XTUNER_SYSTEM",
+__all__ = ["IMAGE", "IMG_START", "IMG_END", "IMG_CONTEXT", "TEMPLATE", "SYSTEM_PROMPTS", "IMAGE_POSITIONS", "TURN_TOKENS", "XTUNER_SYSTEM",
            "XTUNER_INSTRUCTION", "XTUNER_SUFFIX", "IMAGE_MARKERS", "image_tokens",
            "expand_images", "with_image_marks", "render", "build_query", "stop_marker", "stop_token_ids"]
 
@@ -84,18 +85,28 @@ def expand_images(prompt: str, num_patches_list, num_image_token: int = 256) -> 
     return prompt
 
 
-def with_image_marks(text: str, n_images: int) -> str:
-    """Put the missing ``<image>`` marks in front of the text, one line each (image first).
+def with_image_marks(text: str, n_images: int, position: str = "before") -> str:
+    """Put the missing ``<image>`` marks around the text, one line each (image first by default).
 
     Args:
         text: the user's question, possibly with its own ``<image>`` marks.
         n_images: images that come with it.
+        position: "before" the question (InternVL2's ``chat()`` and XTuner's training data) or
+            "after" it (the order a model fine-tuned image-first never saw; notebook 06 measures it).
 
     Returns:
         The question with at least ``n_images`` marks.
+
+    Example:
+        >>> with_image_marks("Q", 1), with_image_marks("Q", 1, position="after")
+        ('<image>\\nQ', 'Q\\n<image>')
     """
-    missing = n_images - text.count(IMAGE)
-    return (IMAGE + "\n") * max(missing, 0) + text
+    if position not in IMAGE_POSITIONS:
+        raise ValueError(f"position must be one of {IMAGE_POSITIONS}, got {position!r}")
+    missing = max(n_images - text.count(IMAGE), 0)
+    if position == "after":
+        return text + ("\n" + IMAGE) * missing
+    return (IMAGE + "\n") * missing + text
 
 
 def render(turns, system_message: str, template: str = TEMPLATE) -> str:

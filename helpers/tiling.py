@@ -315,7 +315,7 @@ def draw_tiling(image: Image.Image, min_num: int = 1, max_num: int = 12, image_s
         ax.axvline(c * image.width / cols, color="yellow", lw=1.5)
     for r in range(1, rows):
         ax.axhline(r * image.height / rows, color="yellow", lw=1.5)
-    ax.set_title(f"{image.width}x{image.height} -> grid {cols}x{rows}")
+    ax.set_title(f"{image.width}x{image.height} -> 网格 {cols}x{rows}")
     ax.set_xticks([])
     ax.set_yticks([])
 
@@ -328,11 +328,11 @@ def draw_tiling(image: Image.Image, min_num: int = 1, max_num: int = 12, image_s
             a.set_yticks([])
             if c < cols:
                 a.imshow(tiles[r * cols + c])
-                a.set_title(f"tile {r * cols + c + 1}", fontsize=8)
+                a.set_title(f"图块 {r * cols + c + 1}", fontsize=8)
             elif r == 0:
                 a.imshow(tiles[-1])
-                a.set_title("thumbnail", fontsize=8)
+                a.set_title("缩略图", fontsize=8)
             else:
                 a.axis("off")
-    fig.suptitle(title or f"{len(tiles)} tiles x 256 = {tokens} image tokens")
+    fig.suptitle(title or f"{len(tiles)} 个图块 x 256 = {tokens} 个视觉 token")
     return fig

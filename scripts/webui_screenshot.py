@@ -12,7 +12,7 @@ Usage:
 
 Args (command line):
     --model: the model the UI answers with (default: the tiny base of notebook 02, else the tiny model).
-    --base: also offer a base model in the switcher (with --model as the fine-tuned one).
+    --base: also offer a base model in the switcher; --model is then the fine-tuned one, selected.
     --question: what to ask; --out: the PNG to write; --dish: which synthetic dish to draw.
 """
 from __future__ import annotations
@@ -58,7 +58,9 @@ def main(argv=None) -> int:
     draw_photo(a.dish, 800, 600, seed=0).save(photo, quality=90)
     engine = make_pipeline(a.model, engine="transformers")
     base = make_pipeline(a.base, engine="transformers") if a.base else None
-    demo = (build_app(engine, settings, base_model=base, finetuned_model=engine) if base
+    # With a base, the UI offers both as notebook 06 does ("基础模型" / "微调模型") and the page
+    # switches to the fine-tuned one before asking; without, it serves --model alone.
+    demo = (build_app(None, settings, base_model=base, finetuned_model=engine) if base
             else build_app(engine, settings))
     port = free_port()
     launch(demo, "127.0.0.1", port, settings=settings, prevent_thread_lock=True, quiet=True)
@@ -70,6 +72,10 @@ def main(argv=None) -> int:
             page = ctx.new_page()
             page.goto(f"http://127.0.0.1:{port}/", wait_until="domcontentloaded")
             page.wait_for_selector("#msg textarea", timeout=WAIT_MS)
+            if base:
+                page.locator("#model label", has_text="微调模型").click()
+                page.wait_for_function("() => document.querySelector('#chatbot').innerText.includes('已切换到')",
+                                       timeout=WAIT_MS)
             page.set_input_files("#upload input[type=file]", str(photo))
             page.wait_for_function(f"() => document.querySelector('#chatbot').innerText.includes('{photo.name}')",
                                    timeout=WAIT_MS)
@@ -82,6 +88,7 @@ def main(argv=None) -> int:
                     const box = document.querySelector('#msg textarea');
                     return bots.length === n + 1 && !bots[n].innerText.includes('⏳') && box && !box.disabled;
                 }""", arg=[before], timeout=WAIT_MS)
+            page.mouse.move(0, 0)  # no hover highlight left where the last click was
             page.wait_for_timeout(500)
             out = Path(a.out)
             out.parent.mkdir(parents=True, exist_ok=True)

@@ -207,10 +207,14 @@ def test_result_round_trips_and_compares(tmp_path):
     path = tuned.save(tmp_path / "r.json")
     assert EvalResult.load(path) == tuned
     rows = comparison_rows({"base": base, "tuned": tuned}, by="cuisine")
-    assert rows[0] == dict(group="all", n=4, base=0.0, tuned=0.75)
-    assert rows[1:] == [dict(group="川菜", n=2, base=0.0, tuned=0.5), dict(group="粤菜", n=2, base=0.0, tuned=1.0)]
+    assert rows[0] == {"菜系": "全部", "题数": 4, "base": 0.0, "tuned": 0.75}
+    assert rows[1:] == [{"菜系": "川菜", "题数": 2, "base": 0.0, "tuned": 0.5},
+                        {"菜系": "粤菜", "题数": 2, "base": 0.0, "tuned": 1.0}]
+    by_type = comparison_rows({"base": base, "tuned": tuned}, by="question_type")
+    assert [r["问题类型"] for r in by_type] == ["全部", "菜系题", "菜名题"]
+    assert tuned.summary().startswith("tuned（课程格式）：准确率 75.0%（3/4 题对，菜系对 ")
     text = format_table(rows).splitlines()
-    assert text[0].split() == ["group", "n", "base", "tuned"] and text[1].split() == ["all", "4", "0%", "75%"]
+    assert text[0].split() == ["菜系", "题数", "base", "tuned"] and text[1].split() == ["全部", "4", "0%", "75%"]
     assert len({len(line.rstrip()) for line in text[2:]}) == 1  # CJK labels keep the columns aligned
     other = _result("other", [True] * 4)
     other.rows[0]["id"] = "99"
@@ -241,6 +245,11 @@ def test_figures(split):
             row["image"] = image
     fig = plot_comparison({"base": base, "tuned": tuned})
     assert len(fig.axes) == 2
+    from helpers.display import figure_text
+
+    text = figure_text(fig)
+    assert {"准确率（%）", "按问题类型", "按菜系", "全部"} <= set(text)
+    assert not {"accuracy (%)", "all", "cuisine_type", "food_name"} & set(text)
     fig = gallery({"base": base, "tuned": tuned}, n=3, cols=3, pick="mixed")
     titles = [ax.get_title(loc="left") for ax in fig.axes if ax.get_title(loc="left")]
     assert len(titles) == 3 and all("base" in t and "tuned" in t for t in titles)

@@ -173,7 +173,7 @@ def test_half_written_checkpoint_is_skipped(tmp_path, capsys):
     assert "truncated" in checkpoints.checkpoint_problem(tmp_path / "iter_8.pth")
     assert checkpoints.last_checkpoint(tmp_path) == tmp_path / "iter_4.pth"
     out = capsys.readouterr().out
-    assert "Skipping checkpoint" in out and "iter_8.pth" in out and "iter_12.pth" in out
+    assert "跳过检查点" in out and "iter_8.pth" in out and "iter_12.pth" in out
     (tmp_path / "iter_4.pth").unlink()
     assert checkpoints.last_checkpoint(tmp_path) is None
 
@@ -197,6 +197,10 @@ def test_read_log_merges_resumed_launches(tmp_path):
     pytest.importorskip("matplotlib")
     fig = logs.plot_log(rows)
     assert len(fig.axes) == 2
+    from helpers.display import DPI, figure_text
+
+    assert fig.get_dpi() == DPI  # built by helpers.display.figure: CJK font applied
+    assert {"训练 loss", "学习率", "训练步"} <= set(figure_text(fig))
 
 
 def test_read_log_falls_back_to_text(tmp_path):
@@ -510,7 +514,7 @@ def test_interrupt_and_resume_matches_uninterrupted(trained, tiny, capsys, monke
     with pytest.raises(FileExistsError):
         train_run.launch(config, work)  # a fresh start would mix two runs
     resumed = train_run.launch(config, work, resume=True)
-    assert "Skipping checkpoint" in capsys.readouterr().out
+    assert "跳过检查点" in capsys.readouterr().out
     assert resumed.resumed_from == good
     resumed.wait(progress=False)
     result = resumed.result()

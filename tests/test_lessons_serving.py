@@ -42,3 +42,47 @@ def test_choice_analysis_and_confusions():
     rows = E.dish_confusions(course)
     assert rows[0]["照片里的菜"] == "麻婆豆腐" and rows[0]["模型说的菜"] == "北京烤鸭" and rows[0]["次数"] == 2
     assert E.check_chance_percent(25, quiet=True)
+
+
+# --------------------------------------------------------------------------- notebook 06: <image> after the question
+def test_image_position_direction_ignores_a_couple_of_answers():
+    assert E.image_position_direction(0.875, 0.604, n=48) == "下降"
+    assert E.image_position_direction(0.50, 0.54, n=48) == "不变"   # 2 answers of 48: noise
+    assert E.image_position_direction(0.50, 0.60, n=48) == "上升"
+    assert E.image_position_direction(0.5, 0.4, n=10) == "不变"      # 1 answer of 10 is below 2 answers
+
+
+def test_check_image_after_says_right_wrong_or_asks_for_a_direction(capsys):
+    effect = {"direction": "下降"}
+    assert E.check_image_after("下降", effect) is True
+    assert E.check_image_after("上升", effect) is False and "提示" in capsys.readouterr().out
+    assert E.check_image_after(0.6, effect) is False and "之一" in capsys.readouterr().out
+    assert E.check_image_after(None, effect) is None
+
+
+def test_image_position_effect_moves_only_the_image(monkeypatch, tmp_path):
+    """A fake engine that answers right only when the image comes first: the lesson sees the drop."""
+    from PIL import Image
+
+    from helpers.evaluate.items import EvalItem
+    import helpers.serve.pipeline as pipeline
+
+    Image.new("RGB", (32, 32)).save(tmp_path / "a.jpg")
+    items = [EvalItem(id=str(i), image=str(tmp_path / "a.jpg"), question="图片中的食物通常属于哪个菜系?",
+                      reference="川菜，图中的菜是麻婆豆腐", question_type="cuisine_type", food_name="麻婆豆腐",
+                      cuisine="川菜", choices=("川菜", "粤菜", "京菜", "沪菜"), answer=0) for i in range(12)]
+    seen = []
+
+    class Fake:
+        engine_name = "fake"
+
+        def __call__(self, prompts, gen_config=None):
+            seen.extend(text for text, _ in prompts)
+            return [type("R", (), {"text": "川菜，图中的菜是麻婆豆腐" if t.startswith("<image>\n") else "粤菜"})()
+                    for t, _ in prompts]
+
+    monkeypatch.setattr(pipeline, "make_pipeline", lambda *a, **k: Fake())
+    effect = E.image_position_effect("model", items, n=6)
+    assert effect["n"] == 6 and len(seen) == 12
+    assert seen[0] == "<image>\n图片中的食物通常属于哪个菜系?" and seen[-1] == "图片中的食物通常属于哪个菜系?\n<image>"
+    assert (effect["before"].accuracy, effect["after"].accuracy, effect["direction"]) == (1.0, 0.0, "下降")

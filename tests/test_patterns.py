@@ -129,8 +129,8 @@ def test_strategy_costs_at_internvl2_2b_sizes():
     # InternVL2-2B's mlp1: LayerNorm(4096) + Linear(4096, 2048) + Linear(2048, 2048)
     assert internvl["params"] == 2 * 4096 + 4096 * 2048 + 2048 + 2048 * 2048 + 2048
     assert internvl["tokens_in_sequence"] == 256
-    assert rows["linear projector"]["params"] == 1024 * 2048 + 2048
-    assert rows["query resampler"]["tokens_in_sequence"] == 32
+    assert rows["线性投影器"]["params"] == 1024 * 2048 + 2048
+    assert rows["查询重采样器"]["tokens_in_sequence"] == 32
     flamingo = [r for r in rows.values() if r["models"] == "Flamingo"][0]
     assert flamingo["tokens_in_sequence"] == 0
-    assert flamingo["params"] > rows["query resampler"]["params"]
+    assert flamingo["params"] > rows["查询重采样器"]["params"]

@@ -31,6 +31,16 @@ def test_image_marks_go_first_and_expand_in_order():
         prompts.expand_images("no marks", [1])
 
 
+def test_image_marks_can_go_after_the_question():
+    after = prompts.with_image_marks(QUESTION, 1, position="after")
+    assert after == QUESTION + "\n<image>"
+    assert prompts.with_image_marks(after, 1, position="after") == after  # a present mark is kept
+    text = prompts.expand_images(prompts.render([(after, None)], "S"), [1], num_image_token=2)
+    assert QUESTION + "\n<img><IMG_CONTEXT><IMG_CONTEXT></img><|im_end|>" in text
+    with pytest.raises(ValueError, match="position"):
+        prompts.with_image_marks(QUESTION, 1, position="middle")
+
+
 @pytest.mark.parametrize("question, tiles, history", [
     (QUESTION, [3], []),
     (f"{QUESTION}\n<image>", [1], []),

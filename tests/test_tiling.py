@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from argparse import Namespace
 from types import SimpleNamespace
 
@@ -245,7 +246,11 @@ def test_draw_tiling_figure():
     fig = tiling.draw_tiling(_noise((1600, 900)), max_num=6)
     cols, rows = tiling.choose_grid(1600, 900, max_num=6)
     assert len(fig.axes) == 1 + rows * (cols + 1)
-    assert "image tokens" in fig._suptitle.get_text()
+    assert "个视觉 token" in fig._suptitle.get_text()
+    from helpers.display import figure_text
+
+    words = set(re.findall(r"[A-Za-z]{2,}", " ".join(figure_text(fig))))
+    assert words <= {"token"} and "缩略图" in figure_text(fig)  # 图块 / 缩略图 / 网格: glossary terms
     from helpers.display import DPI
     import matplotlib.pyplot as plt
 

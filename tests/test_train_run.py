@@ -72,7 +72,7 @@ def test_missing_image_is_surfaced_with_count_and_records(setup, capsys):
     tmp, images = setup
     config = config_for(tmp, images, ["0.jpg", "gone.jpg", "2.jpg", "3.jpg/"])
     run = train_run.launch(config, tmp / "work")
-    assert "2 training records name an image XTuner cannot open" in capsys.readouterr().out
+    assert "2 条训练记录的图片 XTuner 打不开" in capsys.readouterr().out
     run.wait(progress=False)
     with pytest.raises(train_run.TrainingFailed, match="replaced 2 samples") as err:
         run.result()
@@ -91,7 +91,7 @@ def test_resume_of_a_finished_run_says_it_is_complete(setup, monkeypatch, capsys
     monkeypatch.setattr(train_run.subprocess, "Popen",
                         lambda *a, **k: pytest.fail("xtuner train started for a run that is complete"))
     again = train_run.launch(config, tmp / "work", resume=True)
-    assert "the run is complete" in capsys.readouterr().out
+    assert "训练已经完成" in capsys.readouterr().out
     assert again.wait(progress=False) == 0
     result = again.result()
     assert result.already_complete and result.checkpoint == first.checkpoint and result.max_iters == 4

@@ -1,6 +1,7 @@
 """helpers.data.views: notebook 04's figures, the CJK font fallback and the sample browser."""
 from __future__ import annotations
 
+import re
 import warnings
 
 import pytest
@@ -67,7 +68,7 @@ def test_figures_have_their_panels(data):
     splits, root, stats = data
     assert len(plot_composition(stats).axes) == 3
     fig = plot_composition(stats, top=5)
-    assert len(fig.axes[1].get_yticklabels()) == 5 and "(top 5 of 16)" in fig.axes[1].get_title()
+    assert len(fig.axes[1].get_yticklabels()) == 5 and "（前 5 个，共 16 个）" in fig.axes[1].get_title()
     assert len(plot_answer_lengths(stats).axes) == 2
     fig = plot_image_sizes(stats, max_tiles=7)
     assert len(fig.axes) == 4
@@ -76,6 +77,21 @@ def test_figures_have_their_panels(data):
     assert fig.axes[1].get_ylim()[1] > 8192
     for f in (plot_composition(stats), plot_sequence_lengths(stats, 8192)):
         f.canvas.draw()
+
+
+def test_figures_speak_chinese(data):
+    from helpers.data.views import plot_answer_lengths, plot_composition, plot_image_sizes, plot_sequence_lengths
+    from helpers.display import figure_text
+
+    _, _, stats = data
+    figs = [plot_composition(stats), plot_answer_lengths(stats), plot_image_sizes(stats, 7),
+            plot_sequence_lengths(stats, 8192)]
+    for fig in figs:
+        fig.canvas.draw()
+        text = " ".join(figure_text(fig))
+        assert "训练集" in text and "验证集" in text  # legends name the splits in Chinese
+        # what stays English: code names and the glossary's token / max_length / <IMG_CONTEXT>
+        assert set(re.findall(r"[A-Za-z_]{2,}", text)) <= {"token", "max_length", "IMG_CONTEXT"}, text
 
 
 def test_sample_grid_and_render_sample(data):
@@ -91,7 +107,7 @@ def test_sample_grid_and_render_sample(data):
         sample_grid([], root)
     fig = render_sample(splits["val"][0], root, get_settings(max_dynamic_patch=6), split="val")
     text = fig.axes[1].texts[0].get_text()
-    assert "split: val" in text and "tiles: " in text
+    assert "数据集：验证集" in text and "图块：" in text
     pytest.importorskip("IPython")
     img = as_jpeg(fig)
     assert img.data[:2] == b"\xff\xd8"
@@ -105,14 +121,14 @@ def test_sample_browser_filters_and_redraws(data):
     box = sample_browser(splits, root)
     (split_w, dish_w, count_w), index_w, image_w = box.children[0].children, box.children[1], box.children[2]
     assert index_w.max == len(splits["train"]) - 1
-    assert count_w.value == f"{len(splits['train'])} samples"
+    assert count_w.value == f"{len(splits['train'])} 个样本"
     first = bytes(image_w.value)
     assert first[:2] == b"\xff\xd8"
     dish = dish_w.options[1]
     dish_w.value = dish
     n = sum(1 for r in splits["train"] if r["meta"]["food_name"] == dish)
-    assert count_w.value == f"{n} samples" and index_w.max == n - 1
+    assert count_w.value == f"{n} 个样本" and index_w.max == n - 1
     split_w.value = "val"
-    assert count_w.value == f"{sum(1 for r in splits['val'] if r['meta']['food_name'] == dish)} samples"
+    assert count_w.value == f"{sum(1 for r in splits['val'] if r['meta']['food_name'] == dish)} 个样本"
     with pytest.raises(ValueError):
         sample_browser({"train": []}, root)

@@ -216,3 +216,7 @@ def test_collated_batch_padding_mask_positions(ds):
     assert describe_batch(batch["data"]) == rows
     fig = plot_token_map(batch, picked[0].img_context_id)
     assert len(fig.axes) == 1
+    from helpers.display import figure_text
+
+    text = figure_text(fig)
+    assert "样本 0" in text and "位置（token）" in text and "填充 (padding)" in text

@@ -42,15 +42,15 @@ def strategy_costs(vis_tokens=1024, vis_dim=1024, llm_dim=2048, llm_layers=24, n
         xattn = GatedCrossAttention(llm_dim, llm_dim, llm_heads)
     n_xattn = math.ceil(llm_layers / xattn_every)
     return [
-        dict(strategy="linear projector", models="LLaVA", tokens_in_sequence=vis_tokens,
+        dict(strategy="线性投影器", models="LLaVA", tokens_in_sequence=vis_tokens,
              params=count_params(linear)),
-        dict(strategy="MLP projector", models="LLaVA-1.5", tokens_in_sequence=vis_tokens,
+        dict(strategy="MLP 投影器", models="LLaVA-1.5", tokens_in_sequence=vis_tokens,
              params=count_params(mlp)),
         dict(strategy="pixel shuffle + MLP", models="InternVL 1.5 / 2", tokens_in_sequence=vis_tokens // 4,
              params=count_params(internvl)),
-        dict(strategy="query resampler", models="BLIP-2 (Q-Former)", tokens_in_sequence=num_queries,
+        dict(strategy="查询重采样器", models="BLIP-2 (Q-Former)", tokens_in_sequence=num_queries,
              params=count_params(resampler)),
-        dict(strategy=f"cross-attn in LLM (1 per {xattn_every} layers) + resampler",
+        dict(strategy=f"LLM 内交叉注意力（每 {xattn_every} 层 1 个）+ 重采样器",
              models="Flamingo", tokens_in_sequence=0,
              params=count_params(resampler) + n_xattn * count_params(xattn)),
     ]

@@ -2,9 +2,8 @@
 
 The figures read the tables of :func:`helpers.data.llava.dataset_stats` (one call per split) and
 are built without pyplot (:mod:`helpers.display`), so each cell shows its figure once, also
-under nbval. Labels carry Chinese dish and cuisine names: :func:`use_cjk_font` puts a CJK
-font (WenQuanYi Micro Hei / Noto Sans CJK) behind matplotlib's default font, and glyphs
-DejaVu Sans lacks are taken from it.
+under nbval. Titles, axes and legends are Chinese and carry Chinese dish and cuisine names:
+:func:`helpers.display.figure` puts a CJK font behind matplotlib's default font.
 
 * :func:`plot_composition` -- samples per cuisine and dish, question types, per split;
 * :func:`plot_answer_lengths`, :func:`plot_image_sizes`, :func:`plot_sequence_lengths`;
@@ -13,9 +12,8 @@ DejaVu Sans lacks are taken from it.
   ipywidgets browser over all of them; :func:`as_jpeg` shows photo figures compactly.
 
 Example:
-    >>> from helpers.display import use_cjk_font
-    >>> use_cjk_font() in (None, "WenQuanYi Micro Hei", "Noto Sans CJK SC", "Noto Sans CJK JP")
-    True
+    >>> split_name("val")
+    '验证集'
 """
 from __future__ import annotations
 
@@ -25,9 +23,22 @@ import textwrap
 from collections import Counter
 from pathlib import Path
 
-from helpers.display import figure, use_cjk_font
+from helpers.display import QUESTION_TYPES, figure
 
 SPLIT_COLOURS = {"train": "tab:blue", "val": "tab:orange"}
+SPLIT_NAMES = {"train": "训练集", "val": "验证集"}
+ALL_DISHES = "（全部）"
+COMPOSITION_KEYS = {"cuisine": "菜系", "dish": "菜名", "question_type": "问题类型"}
+
+
+def split_name(split: str) -> str:
+    """The Chinese name of a split for legends ("train" -> "训练集"); other names as they are.
+
+    Example:
+        >>> split_name("train"), split_name("test")
+        ('训练集', 'test')
+    """
+    return SPLIT_NAMES.get(split, split)
 
 
 def record_image_path(record: dict, image_root) -> Path:
@@ -69,7 +80,6 @@ def plot_composition(stats_by_split: dict, top: int = 24):
     Example:
         >>> fig = plot_composition({"train": train_stats, "val": val_stats})  # doctest: +SKIP
     """
-    use_cjk_font()
     fig = figure((12, 5.2))
     axes = fig.subplots(1, 3, width_ratios=[1, 1.1, 0.7])
     for ax, (table, key) in zip(axes, (("per_cuisine", "cuisine"), ("per_dish", "dish"),
@@ -83,11 +93,13 @@ def plot_composition(stats_by_split: dict, top: int = 24):
         for k, (split, stats) in enumerate(stats_by_split.items()):
             counts = {r[key]: r["samples"] for r in stats[table]}
             ys = [yi + 0.4 - height * (k + 0.5) for yi in y]
-            ax.barh(ys, [counts.get(n, 0) for n in names], height=height, label=split,
+            ax.barh(ys, [counts.get(n, 0) for n in names], height=height, label=split_name(split),
                     color=SPLIT_COLOURS.get(split))
-        ax.set_yticks(y, names, fontsize=8 if len(names) > 12 else 9)
-        ax.set_title(f"samples per {key.replace('_', ' ')}" + (f" (top {top} of {total})" if total > top else ""))
-        ax.set_xlabel("samples")
+        shown_names = [QUESTION_TYPES.get(n, n) for n in names] if key == "question_type" else names
+        ax.set_yticks(y, shown_names, fontsize=8 if len(names) > 12 else 9)
+        shown = f"（前 {top} 个，共 {total} 个）" if total > top else ""
+        ax.set_title(f"每个{COMPOSITION_KEYS.get(key, key)}的样本数{shown}")
+        ax.set_xlabel("样本数")
     axes[0].legend(fontsize=8)
     return fig
 
@@ -100,19 +112,19 @@ def plot_answer_lengths(stats_by_split: dict):
     """
     fig = figure((9, 3))
     axes = fig.subplots(1, 2)
-    for ax, key, unit in ((axes[0], "answer_chars", "characters"), (axes[1], "answer_tokens", "tokens")):
+    for ax, key, unit in ((axes[0], "answer_chars", "字符数"), (axes[1], "answer_tokens", "token 数")):
         values = {s: [r[key] for r in st["samples"] if r[key] is not None] for s, st in stats_by_split.items()}
         lo = min((min(v) for v in values.values() if v), default=0)
         hi = max((max(v) for v in values.values() if v), default=1)
         bins = [b - 0.5 for b in range(lo, hi + 2)]
         for split, v in values.items():
             if v:
-                ax.hist(v, bins=bins, alpha=0.7, label=split, color=SPLIT_COLOURS.get(split))
-        ax.set(title=f"answer length ({unit})", xlabel=unit, ylabel="samples")
+                ax.hist(v, bins=bins, alpha=0.7, label=split_name(split), color=SPLIT_COLOURS.get(split))
+        ax.set(title=f"回答长度（{unit}）", xlabel=unit, ylabel="样本数")
         if any(values.values()):
             ax.legend(fontsize=8)
         else:  # dataset_stats was called without a tokenizer
-            ax.text(0.5, 0.5, f"no {unit} counted", ha="center", va="center", transform=ax.transAxes)
+            ax.text(0.5, 0.5, f"没有统计{unit}", ha="center", va="center", transform=ax.transAxes)
     return fig
 
 
@@ -135,22 +147,22 @@ def plot_image_sizes(stats_by_split: dict, max_tiles: int | None = None):
     top = max_tiles or max((t for st in stats_by_split.values() for t in st["tiles_histogram"]), default=1)
     xs = list(range(1, top + 1))
     for k, (split, st) in enumerate(stats_by_split.items()):
-        colour = SPLIT_COLOURS.get(split)
+        colour, name = SPLIT_COLOURS.get(split), split_name(split)
         sizes = Counter((r["width"], r["height"]) for r in st["images"])  # few distinct sizes: area = count
         ax_wh.scatter([w for w, _ in sizes], [h for _, h in sizes], s=[8 * c for c in sizes.values()],
-                      alpha=0.5, label=split, color=colour)
-        ax_aspect.hist([r["aspect"] for r in st["images"]], bins=20, alpha=0.7, label=split, color=colour)
+                      alpha=0.5, label=name, color=colour)
+        ax_aspect.hist([r["aspect"] for r in st["images"]], bins=20, alpha=0.7, label=name, color=colour)
         hist = st["tiles_histogram"]
         ax_tiles.bar([x - 0.4 + width * (k + 0.5) for x in xs], [hist.get(x, 0) for x in xs], width=width,
-                     label=split, color=colour)
+                     label=name, color=colour)
         ax_tok.hist([r["image_tokens"] for r in st["samples"] if r["image_tokens"]],
-                    bins=[256 * t + 128 for t in range(0, top + 1)], alpha=0.7, label=split, color=colour)
-    ax_wh.set(title="image size (upright; area = images)", xlabel="width px", ylabel="height px")
+                    bins=[256 * t + 128 for t in range(0, top + 1)], alpha=0.7, label=name, color=colour)
+    ax_wh.set(title="图片尺寸（摆正后；点的面积 = 图片数）", xlabel="宽（像素）", ylabel="高（像素）")
     ax_wh.set_aspect("equal", adjustable="datalim")
-    ax_aspect.set(title="aspect ratio w/h", xlabel="w / h", ylabel="images")
-    ax_tiles.set(title="tiles per image (incl. thumbnail)", xlabel="tiles", ylabel="images")
+    ax_aspect.set(title="宽高比 w/h", xlabel="宽 / 高", ylabel="图片数")
+    ax_tiles.set(title="每张图的图块数（含缩略图）", xlabel="图块数", ylabel="图片数")
     ax_tiles.set_xticks(xs)
-    ax_tok.set(title="image tokens per sample", xlabel="<IMG_CONTEXT> tokens (256 x tiles)", ylabel="samples")
+    ax_tok.set(title="每个样本的视觉 token 数", xlabel="<IMG_CONTEXT> token 数（256 x 图块数）", ylabel="样本数")
     for ax in (ax_wh, ax_aspect, ax_tiles, ax_tok):
         ax.legend(fontsize=8)
     return fig
@@ -170,19 +182,19 @@ def plot_sequence_lengths(stats_by_split: dict, max_length: int):
     offset = 0
     for split, st in stats_by_split.items():
         rows = sorted((r for r in st["samples"] if r["seq_tokens"] is not None), key=lambda r: r["seq_tokens"])
-        colour = SPLIT_COLOURS.get(split)
-        ax_hist.hist([r["seq_tokens"] for r in rows], bins=30, alpha=0.7, label=split, color=colour)
+        colour, name = SPLIT_COLOURS.get(split), split_name(split)
+        ax_hist.hist([r["seq_tokens"] for r in rows], bins=30, alpha=0.7, label=name, color=colour)
         xs = list(range(offset, offset + len(rows)))
         ax_sorted.fill_between(xs, 0, [r["image_tokens"] for r in rows], color=colour, alpha=0.35, step="mid",
-                               label=f"{split}: image tokens")
+                               label=f"{name}：视觉 token")
         ax_sorted.fill_between(xs, [r["image_tokens"] for r in rows], [r["seq_tokens"] for r in rows],
-                               color=colour, alpha=0.9, step="mid", label=f"{split}: text tokens")
+                               color=colour, alpha=0.9, step="mid", label=f"{name}：文本 token")
         offset += len(rows) + 10
-    ax_hist.set(title="sequence length (tokens)", xlabel="tokens", ylabel="samples")
+    ax_hist.set(title="序列长度（token 数）", xlabel="token 数", ylabel="样本数")
     ax_hist.legend(fontsize=8)
     ax_sorted.axhline(max_length, color="black", ls="--", lw=1, label=f"max_length = {max_length}")
-    ax_sorted.set(title="each sample, sorted, against max_length", xlabel="sample (sorted per split)",
-                  ylabel="tokens", ylim=(0, max_length * 1.08))
+    ax_sorted.set(title="每个样本（按长度排序）与 max_length 对比", xlabel="样本（每个数据集内排序）",
+                  ylabel="token 数", ylim=(0, max_length * 1.08))
     ax_sorted.legend(fontsize=7, loc="upper left")
     return fig
 
@@ -220,7 +232,6 @@ def sample_grid(records: list, image_root, n: int = 8, cols: int = 4, thumb: int
     """
     from helpers.tiling import load_image
 
-    use_cjk_font()
     chosen = _spread(records, n)
     if not chosen:
         raise ValueError("sample_grid needs at least one record")
@@ -262,7 +273,6 @@ def render_sample(record: dict, image_root, settings=None, split: str | None = N
     from helpers.tiling import choose_grid, image_tokens, load_image, tile_count
 
     S = settings or get_settings()
-    use_cjk_font()
     path = record_image_path(record, image_root)
     img = load_image(path)
     w, h = img.size
@@ -278,18 +288,18 @@ def render_sample(record: dict, image_root, settings=None, split: str | None = N
         ax_img.axvline(c * img.width / cols, color="yellow", lw=1.5)
     for r in range(1, rows):
         ax_img.axhline(r * img.height / rows, color="yellow", lw=1.5)
-    ax_img.set_title(f"{w}x{h} -> grid {cols}x{rows}" + (" + thumbnail" if tiles > cols * rows else ""), fontsize=9)
+    ax_img.set_title(f"{w}x{h} -> 网格 {cols}x{rows}" + (" + 缩略图" if tiles > cols * rows else ""), fontsize=9)
     ax_img.set_xticks([])
     ax_img.set_yticks([])
     q, a = _qa(record)
     meta = record.get("meta") or {}
-    lines = [f"id: {record.get('id')}" + (f"   split: {split}" if split else ""),
-             f"image: .../{path.name}",
-             f"dish: {meta.get('food_name', '?')}   cuisine: {meta.get('cuisine', '?')}",
-             f"question type: {meta.get('question_type', '?')}",
-             f"choices: {' / '.join(meta.get('choices', []))}",
+    lines = [f"id：{record.get('id')}" + (f"   数据集：{split_name(split)}" if split else ""),
+             f"图片：.../{path.name}",
+             f"菜名：{meta.get('food_name', '?')}   菜系：{meta.get('cuisine', '?')}",
+             f"问题类型：{QUESTION_TYPES.get(meta.get('question_type'), meta.get('question_type', '?'))}",
+             f"选项：{' / '.join(meta.get('choices', []))}",
              "", f"问: {_wrap(q, 24)}", f"答: {_wrap(a, 24)}", "",
-             f"tiles: {tiles}  ->  image tokens: {tokens}"]
+             f"图块：{tiles}  ->  视觉 token：{tokens}"]
     ax_txt.text(0, 1, "\n".join(lines), va="top", ha="left", fontsize=9, transform=ax_txt.transAxes)
     ax_txt.set_axis_off()
     return fig
@@ -348,22 +358,22 @@ def sample_browser(splits: dict, image_root, settings=None):
     if not splits or not any(splits.values()):
         raise ValueError("sample_browser needs at least one non-empty split")
     dishes = sorted({(r.get("meta") or {}).get("food_name") or "?" for rs in splits.values() for r in rs})
-    split_w = W.Dropdown(options=list(splits), description="split")
-    dish_w = W.Dropdown(options=["(all)"] + dishes, description="dish")
-    index_w = W.IntSlider(min=0, max=0, description="sample", continuous_update=False)
+    split_w = W.Dropdown(options=list(splits), description="数据集")
+    dish_w = W.Dropdown(options=[ALL_DISHES] + dishes, description="菜名")
+    index_w = W.IntSlider(min=0, max=0, description="样本", continuous_update=False)
     count_w = W.Label()
     image_w = W.Image(format="jpeg")
 
     def chosen() -> list:
         records = splits[split_w.value]
-        if dish_w.value != "(all)":
+        if dish_w.value != ALL_DISHES:
             records = [r for r in records if ((r.get("meta") or {}).get("food_name") or "?") == dish_w.value]
         return records
 
     def redraw(_=None):
         records = chosen()
         index_w.max = max(0, len(records) - 1)
-        count_w.value = f"{len(records)} samples"
+        count_w.value = f"{len(records)} 个样本"
         if records:
             image_w.value = _jpeg_bytes(render_sample(records[min(index_w.value, index_w.max)], image_root,
                                                       settings, split_w.value), 85)

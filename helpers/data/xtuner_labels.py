@@ -159,7 +159,7 @@ def describe_batch(batch: dict) -> list:
 
 
 # Categories of plot_token_map, drawn left to right along the sequence.
-TOKEN_KINDS = ("prompt text (-100)", "<IMG_CONTEXT> (-100)", "answer + <|im_end|> (loss)", "padding")
+TOKEN_KINDS = ("提示文本 (-100)", "<IMG_CONTEXT> (-100)", "回答 + <|im_end|> (loss)", "填充 (padding)")
 
 
 _KIND_COLOURS = ("#9a9a9a", "#9cc5ea", "#e8590c", "#f6efd0")
@@ -182,7 +182,7 @@ def token_kinds(input_ids, labels, attention_mask, img_context_id: int):
     return kinds
 
 
-def plot_token_map(batch: dict, img_context_id: int, title: str = "what each position of the batch is"):
+def plot_token_map(batch: dict, img_context_id: int, title: str = "batch 里每个位置是什么"):
     """One row per sample: prompt text, image tokens, loss-carrying answer, padding.
 
     Args:
@@ -206,12 +206,12 @@ def plot_token_map(batch: dict, img_context_id: int, title: str = "what each pos
     fig = figure((9, 0.45 * kinds.shape[0] + 1.4))
     ax = fig.subplots()
     ax.imshow(kinds, aspect="auto", interpolation="nearest", cmap=ListedColormap(_KIND_COLOURS), vmin=0, vmax=3)
-    ax.set_yticks(range(kinds.shape[0]), [f"sample {b}" for b in range(kinds.shape[0])])
-    ax.set_xlabel("position (token)")
+    ax.set_yticks(range(kinds.shape[0]), [f"样本 {b}" for b in range(kinds.shape[0])])
+    ax.set_xlabel("位置（token）")
     for b in range(kinds.shape[0]):  # the orange answer is a few pixels wide: mark where it is
         where = (kinds[b] == 2).nonzero()[0]
         if len(where):
-            ax.annotate(f"{len(where)} loss tokens", (where[-1], b), xytext=(4, 0), textcoords="offset points",
+            ax.annotate(f"{len(where)} 个 loss token", (where[-1], b), xytext=(4, 0), textcoords="offset points",
                         va="center", fontsize=8)
     fig.legend(handles=[Patch(facecolor=c, edgecolor="black", label=k) for k, c in zip(TOKEN_KINDS, _KIND_COLOURS)],
                loc="outside lower center", ncol=4, fontsize=8, frameon=False)

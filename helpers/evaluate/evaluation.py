@@ -86,12 +86,13 @@ class EvalResult:
         return [r for r in self.rows if not r["correct"]]
 
     def summary(self) -> str:
-        """One line: name, accuracy, counts, time."""
-        extra = (f", choice {self.rate('choice_ok'):.0%}, dish {self.rate('dish_ok'):.0%}" if self.mode == "course"
-                 else f", parsed {self.rate('parsed'):.0%}")
+        """One line in Chinese: name, mode, accuracy, counts, time, engine."""
+        extra = (f"，菜系对 {self.rate('choice_ok'):.0%}，菜名对 {self.rate('dish_ok'):.0%}" if self.mode == "course"
+                 else f"，读出选项 {self.rate('parsed'):.0%}")
         n_right = sum(bool(r["correct"]) for r in self.rows)
-        return (f"{self.name} [{self.mode}]: {self.accuracy:.1%} ({n_right}/{len(self.rows)} right{extra}) "
-                f"in {self.seconds:.0f} s with {self.engine}")
+        mode = {"course": "课程格式", "choice": "选择题"}.get(self.mode, self.mode)
+        return (f"{self.name}（{mode}）：准确率 {self.accuracy:.1%}（{n_right}/{len(self.rows)} 题对{extra}），"
+                f"{self.seconds:.0f} s，引擎 {self.engine}")
 
     def save(self, path) -> Path:
         """Write the result as JSON (rows included); returns the path.

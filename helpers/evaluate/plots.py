@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import unicodedata
 
-from helpers.display import figure
+from helpers.display import QUESTION_TYPES, figure
 
 PICKS = ("mixed", "first", "wrong", "right")
-QUESTION_TYPES = {"cuisine_type": "菜系题", "food_name": "菜名题"}  # short labels for the gallery
+GROUP_KEYS = {"question_type": "问题类型", "cuisine": "菜系", "food_name": "菜名"}  # panel titles
+ALL = "全部"
 
 
 def cjk_available() -> bool:
@@ -59,7 +60,7 @@ def plot_comparison(results, keys=("question_type", "cuisine"), title: str | Non
         title: figure title.
 
     Returns:
-        A Figure (first panel also has an "all" group).
+        A Figure (first panel also has a "全部" group).
     """
     results = dict(results)
     if not results:
@@ -72,14 +73,15 @@ def plot_comparison(results, keys=("question_type", "cuisine"), title: str | Non
     axes = fig.subplots(1, len(keys), squeeze=False)[0]
     bar = 0.8 / len(results)
     for ax, (key, names) in zip(axes, groups.items()):
-        labels = (["all"] if key == keys[0] else []) + names
+        labels = ([ALL] if key == keys[0] else []) + [QUESTION_TYPES.get(g, g) if key == "question_type" else g
+                                                    for g in names]
         for j, (label, res) in enumerate(results.items()):
             by = res.by(key)
             values = ([res.accuracy] if key == keys[0] else []) + [by.get(g, {}).get("accuracy", 0.0) for g in names]
             ys = [len(labels) - 1 - i - 0.4 + bar * (j + 0.5) for i in range(len(labels))]
             ax.barh(ys, [100 * v for v in values], height=bar, label=label)
         ax.set_yticks(range(len(labels))[::-1], [_label(x, cjk) for x in labels], fontsize=8)
-        ax.set(xlim=(0, 100), xlabel="accuracy (%)", title=f"by {key}")
+        ax.set(xlim=(0, 100), xlabel="准确率（%）", title=f"按{GROUP_KEYS.get(key, key)}")
         ax.grid(axis="x", alpha=0.3)
     axes[0].legend(fontsize=8, loc="lower right")
     if title:

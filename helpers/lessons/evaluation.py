@@ -6,6 +6,8 @@ the models again; no number is typed in.
 Example:
     >>> answer_chance_percent(4)
     25.0
+    >>> image_position_direction(0.8, 0.3, n=48)
+    '下降'
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from collections import Counter
 from helpers.lessons.exercise import check
 
 ATTRIBUTE_NAMES = {"colour": "颜色", "shape": "形状", "count": "数量", "position": "位置"}
+DIRECTIONS = ("下降", "不变", "上升")  # what the image-position exercise asks the learner to predict
 
 
 def answer_chance_percent(n_choices: int) -> float:
@@ -138,3 +141,75 @@ def summary_rows(results: dict, choice: dict) -> list:
         rows.append({"评测": k, "准确率": f"{a['accuracy']:.0%}",
                      "说明": f"读出一个选项 {a['parsed']:.0%}，其中选对 {a['accuracy_parsed']:.0%}；随机猜测 {a['chance']:.0%}"})
     return rows
+
+
+def image_position_direction(before: float, after: float, n: int) -> str:
+    """Whether accuracy went down, stayed or went up, ignoring changes of a couple of answers.
+
+    Args:
+        before: accuracy (0..1) with the image before the question.
+        after: accuracy (0..1) with the image after it.
+        n: questions asked (a change within 5 points, or within 2 answers when n < 40, is "不变").
+
+    Returns:
+        One of :data:`DIRECTIONS`.
+    """
+    noise = max(2 / n, 0.05)
+    return "下降" if after < before - noise else "上升" if after > before + noise else "不变"
+
+
+def image_position_effect(model_dir, items, *, system_prompt=None, settings=None, n: int = 48) -> dict:
+    """Ask the same questions with ``<image>`` before and after the question; score both.
+
+    The course format's questions are built by :func:`helpers.prompts.with_image_marks` (the one
+    chat format), only the image's position differs. Runs on the transformers engine: it takes
+    the ``<image>`` mark where the text puts it (LMDeploy moves images itself).
+
+    Args:
+        model_dir: a model directory (notebook 06: the fine-tuned model).
+        items: :class:`~helpers.evaluate.items.EvalItem` of a split; every ``len/n``-th is asked.
+        system_prompt: the system prompt to deploy with (the trained one).
+        settings: a Settings (None: ``get_settings()``).
+        n: questions to ask in each order.
+
+    Returns:
+        ``{"before": EvalResult, "after": EvalResult, "n": ..., "direction": one of DIRECTIONS, "seconds": ...}``.
+
+    Example:
+        >>> effect = image_position_effect(TUNED, items, system_prompt=TRAINED_PROMPT)  # doctest: +SKIP
+        >>> effect["before"].accuracy, effect["after"].accuracy                       # doctest: +SKIP
+    """
+    import dataclasses
+    import time
+
+    from helpers import prompts
+    from helpers.evaluate.evaluation import close_engine, evaluate
+    from helpers.serve.pipeline import make_pipeline
+
+    items = list(items)
+    subset = items[::max(1, len(items) // n)][:n]
+    started = time.time()
+    pipe = make_pipeline(model_dir, engine="transformers", system_prompt=system_prompt, settings=settings)
+    try:
+        results = {}
+        for position, name in (("before", "图片在问题前（训练时的顺序）"), ("after", "图片在问题后")):
+            asked = [dataclasses.replace(it, question=prompts.with_image_marks(it.question, 1, position=position))
+                     for it in subset]
+            results[position] = evaluate(pipe, asked, "course", name=name, batch_size=16, max_new_tokens=24,
+                                         progress=False, system_prompt=system_prompt)
+    finally:
+        close_engine(pipe)
+    before, after = results["before"].accuracy, results["after"].accuracy
+    return dict(results, n=len(subset), direction=image_position_direction(before, after, len(subset)),
+                seconds=round(time.time() - started, 1))
+
+
+def check_image_after(prediction, effect: dict, quiet: bool = False):
+    """Check a prediction ("下降" / "不变" / "上升") of how accuracy moves with the image after the question."""
+    if prediction is not None and prediction not in DIRECTIONS:
+        if not quiet:
+            print(f"PREDICTION 写 {' / '.join(repr(d) for d in DIRECTIONS)} 之一。")
+        return False
+    return check(prediction, effect["direction"], quiet=quiet,
+                 hint="微调数据里 <image> 总在问题前面；模型是因果语言模型，前面的 token 看不到后面的。"
+                      "换个位置，模型看到的输入还和训练时一样吗？")

@@ -73,6 +73,5 @@ def last_checkpoint(work_dir, verbose: bool = True) -> Path | None:
         if problem is None:
             return path
         if verbose:
-            print(f"Skipping checkpoint {path}: {problem} "
-                  f"(probably written when the run was stopped)")
+            print(f"跳过检查点 {path}：{problem}（多半是运行被中断时写了一半）")
     return None

@@ -100,8 +100,8 @@ def distributed_options(config, world_size: int) -> list:
                                world_size)
     options = [f"train_dataloader.batch_size={batch}", f"optim_wrapper.accumulative_counts={accum}",
                f"train_dataloader.sampler.per_device_batch_size={batch * accum}"]
-    print(f"{world_size} GPUs: batch {batch} x accumulation {accum} per GPU keeps the global "
-          f"batch of {values.get('batch_size', 1) * values.get('accumulative_counts', 1)}")
+    print(f"{world_size} 张 GPU：每卡 batch {batch} × 梯度累积 {accum}，全局 batch 保持 "
+          f"{values.get('batch_size', 1) * values.get('accumulative_counts', 1)}")
     # Each GPU sees 1/world_size of the data: a warm-up sized for one GPU can shrink below
     # the iterations it needs.
     if {"data_path", "max_epochs", "warmup_ratio"} <= set(values) \
@@ -113,7 +113,7 @@ def distributed_options(config, world_size: int) -> list:
         if new != ratio:
             options += [f"param_scheduler.0.end={round(new * epochs, 6)}",
                         f"param_scheduler.1.begin={round(new * epochs, 6)}"]
-            print(f"warm-up ratio {ratio} -> {new}: {total} iterations per GPU")
+            print(f"预热比例 {ratio} -> {new}：每卡 {total} 步")
     return options
 
 

@@ -115,16 +115,16 @@ def plot_log(rows):
     Example:
         >>> plot_log(read_log("runs/lora"))  # doctest: +SKIP
     """
-    from matplotlib.figure import Figure
+    from helpers.display import figure
 
     if not rows:
         raise ValueError("no logged iterations to plot (did training log any step?)")
-    fig = Figure(figsize=(10, 3.5), layout="constrained")
+    fig = figure((10, 3.5))
     loss_ax, lr_ax = fig.subplots(1, 2)
     its = [r["iteration"] for r in rows]
     loss_ax.plot(its, [r["loss"] for r in rows], marker=".")
-    loss_ax.set(xlabel="iteration", ylabel="loss", title="training loss")
+    loss_ax.set(xlabel="训练步", ylabel="loss", title="训练 loss")
     lr_ax.plot(its, [r["lr"] for r in rows], marker=".", color="tab:orange")
-    lr_ax.set(xlabel="iteration", ylabel="learning rate", title="learning rate")
+    lr_ax.set(xlabel="训练步", ylabel="学习率", title="学习率")
     lr_ax.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
     return fig

@@ -78,8 +78,7 @@ def launch(config, work_dir, *, gpus: int = 1, deepspeed: str | None = None,
     log_path = work_dir / LOG_NAME
     final = _final_iteration(log_path) if resumed_from is not None else None
     if final is not None and _iteration(resumed_from) == final:
-        print(f"Nothing to resume: {resumed_from.name} is the final checkpoint of a finished run "
-              f"({final}/{final} iterations); the run is complete.")
+        print(f"无需续训：{resumed_from.name} 是一次已完成运行的最后一个检查点（{final}/{final} 步），训练已经完成。")
         return TrainRun.already_complete(config, work_dir, log_path, cmd, resumed_from, final)
     if resumed_from is not None:
         cmd += ["--resume", str(resumed_from)]
@@ -109,9 +108,9 @@ def _prepare_work_dir(work_dir: Path, resume: bool, overwrite: bool) -> Path | N
     if resume:
         resumed_from = last_checkpoint(work_dir)
         if resumed_from is None:
-            print(f"No complete checkpoint in {work_dir}: training starts from the beginning.")
+            print(f"{work_dir} 里没有完整的检查点：从头开始训练。")
         else:
-            print(f"Resuming from {resumed_from}")
+            print(f"从 {resumed_from} 续训")
         return resumed_from
     if old or (work_dir / "last_checkpoint").exists():
         if not overwrite:
@@ -121,7 +120,7 @@ def _prepare_work_dir(work_dir: Path, resume: bool, overwrite: bool) -> Path | N
         for path in old:
             shutil.rmtree(path) if path.is_dir() else path.unlink()
         (work_dir / "last_checkpoint").unlink(missing_ok=True)
-        print(f"Deleted {len(old)} checkpoint(s) of the earlier run in {work_dir}")
+        print(f"删除了 {work_dir} 里上一次运行的 {len(old)} 个检查点")
     return None
 
 
@@ -141,9 +140,8 @@ def _warn_unopenable(config: Path) -> list:
     if bad:
         shown = "\n".join(f"  record {i}: {reason}" for i, _, reason in bad[:10])
         more = f"\n  ... {len(bad) - 10} more" if len(bad) > 10 else ""
-        print(f"WARNING: {len(bad)} training records name an image XTuner cannot open; it silently trains on "
-              f"a random other sample in their place (check the data with `python -m helpers.data check`):\n"
-              f"{shown}{more}")
+        print(f"警告：{len(bad)} 条训练记录的图片 XTuner 打不开；它会悄悄换成随机的另一条样本来训练"
+              f"（用 `python -m helpers.data check` 检查数据）：\n{shown}{more}")
     return bad
 
 
@@ -371,7 +369,7 @@ class TrainRun:
             if not allow_replaced:
                 raise self._failure(message + "\nFix the data and train again, or call "
                                     "result(allow_replaced=True) to keep this run")
-            print(f"WARNING: {message}")
+            print(f"警告（WARNING）：{message}")
         loss = self.last.get("loss")
         return TrainResult(self.work_dir, checkpoint, self.max_iters,
                            float(loss) if loss is not None else None,
