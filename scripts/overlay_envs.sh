@@ -50,6 +50,8 @@ export PYTHONPATH=$path
 export PATH=$PREFIX/$env/bin:$PREFIX/common/bin:\$PATH
 export TVM_FFI_DISABLE_TORCH_C_DLPACK=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 EOF
+    # A kernel only where the overlay holds ipykernel (a run with no Jupyter, such as the web UI load test, skips it).
+    PYTHONPATH=$path "$PY" -c 'import ipykernel' 2>/dev/null || { echo "overlay $env ready (no Jupyter kernel): source $PREFIX/$env.env"; continue; }
     PYTHONPATH=$path "$PY" -m ipykernel install --user --name "internvl-$env" \
         --display-name "InternVL ($env env)" --env PYTHONPATH "$path" \
         --env TVM_FFI_DISABLE_TORCH_C_DLPACK 1 --env HF_HUB_OFFLINE 1 --env TRANSFORMERS_OFFLINE 1 \
