@@ -11,6 +11,7 @@
 #                                                   transformers engine, small levels (tests/test_webui_load.py)
 #   bash scripts/gpu_webui_load.sh OUT --dry-run    print the commands only
 #
+# VARIANTS="PROFILE:N,N ..." runs only those (no idle probes); BUDGET (s) bounds the whole run.
 # WHEELS (default .whl) holds the folders common, lmdeploy, gradio and gradio2 (scripts/overlay_envs.sh).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -39,8 +40,12 @@ else
     MODEL=$ART/models/internvl2-2b-replica-2b
     step timeout 150 "$PY" -m helpers.replica --shapes 2b --device cuda --out "$MODEL"
     # webui_load.py starts a UI, a level or the model probe only where it fits before its --timeout
-    ARGS=(--engine lmdeploy --variant class:8,16,32,64,128 --variant baseline:32,64 --probe
-          --per-n-timeout 70 --max-new-tokens 96 --timeout $((BUDGET - SECONDS - 20)))
+    # VARIANTS replaces the sweep (e.g. "baseline:32,64 class:32,64" compares two profiles on one machine)
+    read -r -a picked <<<"${VARIANTS:-class:8,16,32,64,128 baseline:32,64}"
+    ARGS=(--engine lmdeploy)
+    for v in "${picked[@]}"; do ARGS+=(--variant "$v"); done
+    [ -n "${VARIANTS:-}" ] || ARGS+=(--probe)
+    ARGS+=(--per-n-timeout 70 --max-new-tokens 96 --timeout $((BUDGET - SECONDS - 20)))
     if [ "$MODE" != --dry-run ] && command -v nvidia-smi >/dev/null; then
         nvidia-smi --query-gpu=timestamp,memory.used,utilization.gpu --format=csv -lms 1000 >"$OUT/gpu-mem.log" 2>&1 &
         SAMPLER=$!
