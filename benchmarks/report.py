@@ -188,9 +188,51 @@ def publish_finetune(path: Path, out: Path = MEASURED / "finetune-recipes.json")
     return out
 
 
+def _mean(level: dict, *keys):
+    node = level.get("parts", {})
+    for k in keys:
+        node = node.get(k, {}) if isinstance(node, dict) else {}
+    return node.get("mean") if isinstance(node, dict) else None
+
+
+def webui_section(path: Path) -> list[str]:
+    """A class on one GPU: per profile and N, first-token and turn times, failures, and where a turn's time goes."""
+    d = json.loads(path.read_text())
+    goal, want = d.get("goal_ttft_p95_s", 2.0), 60
+    lines = [f"### A class on one GPU — `{path.name}`", "",
+             f"{_env(d)}; the web UI on LMDeploy, {d['turns']} turns per student, {d['think_time_s']:g} s of reading "
+             f"between turns, {d['max_new_tokens']} new tokens, one phone photo (7-13 tiles) per student; random "
+             "weights (speed only). Seconds; parts are means over the level's turns.", ""]
+    rows = []
+    for v in d["variants"]:
+        for lv in v["levels"]:
+            if "ttft_p95_s" not in lv:
+                rows.append({"profile": v["profile"], "N": lv["sessions"], "note": lv.get("skipped") or v.get("error")})
+                continue
+            rows.append({"profile": v["profile"], "N": lv["sessions"], "TTFT p50": lv["ttft_p50_s"],
+                         "TTFT p95": lv["ttft_p95_s"], "turn p95": lv["turn_p95_s"], "failures": len(lv["failures"]),
+                         "leaks": len(lv["leaks"]), "turns": f"{lv['turns_done']}/{lv['turns_planned']}",
+                         "JPEG decode": _mean(lv, "cpu", "jpeg_decode_s"), "queue": _mean(lv, "queue", "gradio_wait_s"),
+                         "engine TTFT": _mean(lv, "engine", "ttft_s"), "decode": _mean(lv, "engine", "decode_s"),
+                         "note": ""})
+    lines += _table(rows, ["profile", "N", "TTFT p50", "TTFT p95", "turn p95", "failures", "leaks", "turns",
+                           "JPEG decode", "queue", "engine TTFT", "decode", "note"])
+    probe = d.get("model_probe") or {}
+    if probe.get("vision_forward_s") is not None:
+        lines += ["", f"Alone on the idle card ({probe.get('kernels')}): vision encoder {probe['vision_forward_s']:.3f} s and "
+                  f"LLM prefill {probe['llm_prefill_s']:.3f} s for {probe.get('tiles')} tiles ({probe.get('prefill_tokens')} tokens)."]
+    at = [r for r in rows if isinstance(r.get("N"), int) and r["N"] >= want and r.get("TTFT p95") is not None
+          and not r["failures"] and r["turns"].split("/")[0] == r["turns"].split("/")[1]]
+    best = min((r["TTFT p95"] for r in at if r["N"] == min(x["N"] for x in at)), default=None) if at else None
+    lines += ["", f"Goal: one GPU serves a class of {want} at p95 time to first token ≤ {goal:g} s with no failures — "
+              + (_verdict(best, goal, higher=False) + f" (the best profile at the smallest measured N ≥ {want})"
+                 if best is not None else f"not measured (no level of N ≥ {want} answered every turn)") + "."]
+    return lines
+
+
 def render() -> str:
     parts = []
-    for kind, fn in (("serving", serving_section), ("finetune", finetune_section)):
+    for kind, fn in (("serving", serving_section), ("finetune", finetune_section), ("webui-load", webui_section)):
         p = latest(kind)
         parts += fn(p) + [""] if p else [f"_No {kind} results yet._", ""]
     return "\n".join(parts).rstrip() + "\n"

@@ -39,3 +39,25 @@ def test_rows_are_matched_by_knobs_and_goals_get_verdicts(tmp_path):
 def test_published_peak_only_for_listed_cards():
     assert report.published_peak("NVIDIA H200") == 989.4
     assert report.published_peak("NVIDIA A10G") is None
+
+
+def _level(n, p95, failures=0, done=None):
+    return dict(sessions=n, ttft_p50_s=p95 / 2, ttft_p95_s=p95, turn_p95_s=p95 * 2, failures=["x"] * failures,
+                leaks=[], turns_done=3 * n if done is None else done, turns_planned=3 * n,
+                parts={"engine": {"ttft_s": {"mean": 0.5}}, "cpu": {"jpeg_decode_s": {"mean": 0.1}}})
+
+
+def test_webui_section_verdict_uses_the_smallest_level_of_a_class(tmp_path):
+    data = dict(environment=dict(card="NVIDIA H100 80GB HBM3", gpus=1, python="3.12", versions={"lmdeploy": "0.18.0"}),
+                turns=3, think_time_s=5.0, max_new_tokens=96, goal_ttft_p95_s=2.0, model_probe=None,
+                variants=[dict(profile="class", error=None, levels=[_level(32, 1.0), _level(64, 1.8), _level(128, 1.5, 9, 300)]),
+                          dict(profile="baseline", error=None, levels=[_level(64, 3.0), {"sessions": 128, "skipped": "timeout"}])])
+    path = tmp_path / "webui-load-20990101-000000-card.json"
+    path.write_text(json.dumps(data))
+    text = "\n".join(report.webui_section(path))
+    # N=128 had failures, so the verdict is the best profile at N=64: class, 1.8 s
+    assert "1.80 (goal ≤ 2.0: met)" in text
+    assert "| baseline | 128 |" in text and "timeout" in text
+    data["variants"][0]["levels"][1] = _level(64, 2.5)
+    path.write_text(json.dumps(data))
+    assert "2.50 (goal ≤ 2.0: not met)" in "\n".join(report.webui_section(path))

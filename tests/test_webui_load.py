@@ -279,6 +279,19 @@ def test_capacity_table_from_a_fixture_file():
     assert "128 人时不再达标" in sentence and "配置 baseline 最多 32 名学生" in sentence
 
 
+def test_capacity_sentence_when_no_level_meets_the_goal():
+    from helpers.serve.capacity import capacity_sentence
+
+    levels = [dict(profile="class", sessions=n, ttft_p50_s=p50, ttft_p95_s=p95, failures=f, leaks=0,
+                   turns_done=3 * n - f, turns_planned=3 * n)
+              for n, p50, p95, f in ((8, 2.7, 5.3, 0), (64, 3.3, 4.6, 0), (128, 7.3, 9.3, 96))]
+    sentence = capacity_sentence({"card": "H100", "goal_ttft_p95_s": 2, "turns": 3, "think_time_s": 5,
+                                  "levels": levels})
+    assert "没有一档做到 p95 首字 ≤ 2 s" in sentence
+    # the largest level answered in full is named with its measured times; the one with failures is not
+    assert "64 人同时使用时全部回答" in sentence and "p95 首字 4.6 s" in sentence and "128 人同时" not in sentence
+
+
 def test_capacity_nothing_measured(tmp_path):
     from helpers.serve.capacity import NOTHING_MEASURED, capacity_rows, capacity_sentence, load_capacity
 

@@ -96,14 +96,22 @@ def students_per_gpu(data: dict | None) -> dict:
     return out
 
 
+def _largest_served(data: dict, profile) -> dict | None:
+    """The level with the most students of ``profile`` where every turn was answered without failure or leak."""
+    ok = [lv for lv in data["levels"] if lv.get("profile") == profile and not lv.get("failures")
+          and not lv.get("leaks") and lv.get("turns_done") == lv.get("turns_planned")
+          and lv.get("ttft_p95_s") is not None]
+    return max(ok, key=lambda lv: lv["sessions"]) if ok else None
+
+
 def capacity_sentence(data: dict | None) -> str:
     """One sentence a teacher can act on, computed from the measurement (or say that there is none).
 
     Example:
         >>> capacity_sentence({"card": "H100", "goal_ttft_p95_s": 2, "turns": 3, "think_time_s": 5,
-        ...     "levels": [dict(profile="p", sessions=8, ttft_p95_s=3.0, failures=0, leaks=0,
+        ...     "levels": [dict(profile="p", sessions=8, ttft_p50_s=1.5, ttft_p95_s=3.0, failures=0, leaks=0,
         ...     turns_done=24, turns_planned=24)]})
-        '在 H100 上（每人 3 轮、两轮之间读 5 秒）：配置 p 在测过的人数里没有一档做到 p95 首字 ≤ 2 s（最少测了 8 人）。'
+        '在 H100 上（每人 3 轮、两轮之间读 5 秒）：配置 p 在测过的人数里没有一档做到 p95 首字 ≤ 2 s（最少测了 8 人）；8 人同时使用时全部回答、无失败无串话，p50 首字 1.5 s、p95 首字 3 s。'
     """
     if not data:
         return NOTHING_MEASURED
@@ -112,7 +120,12 @@ def capacity_sentence(data: dict | None) -> str:
     for profile, n in students_per_gpu(data).items():
         tried = sorted(lv["sessions"] for lv in data["levels"] if lv.get("profile") == profile)
         if n is None:
-            parts.append(f"配置 {profile} 在测过的人数里没有一档做到 p95 首字 ≤ {goal:g} s（最少测了 {tried[0]} 人）")
+            part = f"配置 {profile} 在测过的人数里没有一档做到 p95 首字 ≤ {goal:g} s（最少测了 {tried[0]} 人）"
+            served = _largest_served(data, profile)
+            if served:  # what the card did manage: every answer, no failure, no leak
+                part += (f"；{served['sessions']} 人同时使用时全部回答、无失败无串话，"
+                         f"p50 首字 {served['ttft_p50_s']:g} s、p95 首字 {served['ttft_p95_s']:g} s")
+            parts.append(part)
         else:
             above = [m for m in tried if m > n]
             limit = f"，{above[0]} 人时不再达标" if above else "（这是测过的最多人数）"
