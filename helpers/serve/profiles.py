@@ -41,6 +41,7 @@ class ServeProfile:
     max_queue: int = 64  # Gradio requests waiting; one more is refused
     max_threads: int = 40  # Gradio worker threads (its default)
     stream_interval_s: float = 0.0  # least time between two streamed updates of one answer
+    executor: str | None = None  # LMDeploy's executor ("mp": the model runs in a child process, off the UI's GIL)
 
     def engine_options(self) -> dict:
         """The LMDeploy ``PytorchEngineConfig`` fields this profile sets.
@@ -50,7 +51,8 @@ class ServeProfile:
             {}
         """
         return {k: v for k, v in (("max_prefill_token_num", self.max_prefill_token_num),
-                                  ("max_batch_size", self.max_batch_size)) if v is not None}
+                                  ("max_batch_size", self.max_batch_size),
+                                  ("distributed_executor_backend", self.executor)) if v is not None}
 
 
 PROFILES = {
@@ -61,6 +63,9 @@ PROFILES = {
                           max_batch_size=256, cache_max_entry_count=0.7, concurrency=160, max_queue=512,
                           max_threads=200, stream_interval_s=0.1),
 }
+# The same, with the model's forward passes in a child process: uploads, Gradio and the engine's
+# scheduler no longer wait for the GPU worker's Python (one GIL in the UI's process).
+PROFILES["class_mp"] = dataclasses.replace(PROFILES["class"], name="class_mp", executor="mp")
 DEFAULT_PROFILE = "baseline"  # the one line to change when a GPU run shows another profile serves a class better
 
 

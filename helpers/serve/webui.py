@@ -10,7 +10,7 @@ beyond the engine's capacity wait in Gradio's queue with a visible "queued" note
 Command line::
 
     python -m helpers.serve.webui --model PATH [--finetuned PATH] [--port 7860] [--host 127.0.0.1] [--share]
-                            [--max-upload-mb 20] [--max-image-pixels 40000000] [--profile baseline|class]
+                            [--max-upload-mb 20] [--max-image-pixels 40000000] [--profile baseline|class|class_mp]
                             [--concurrency N] [--max-queue N]
 
 ``--profile`` picks the serving settings (:mod:`helpers.serve.profiles`); the UI logs where each request's
