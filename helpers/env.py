@@ -1,10 +1,11 @@
-"""What this kernel has: library versions, CUDA, and :func:`need` (import a module or say how to install it).
+"""What this kernel has: library versions, CUDA, :func:`need` (import a module or say how to install it), quiet logs.
 
 Example:
     >>> from helpers.env import need, show_versions
     >>> need("json").__name__
     'json'
     >>> show_versions(("torch",))  # doctest: +SKIP
+    >>> quiet_logs()  # doctest: +SKIP
 """
 from __future__ import annotations
 
@@ -72,3 +73,35 @@ def show_versions(libraries=COURSE_LIBRARIES) -> dict:
     for key, value in info.items():
         print(f"{key:<13}{value if value is not None else '未安装（另一个环境才有）'}")
     return info
+
+
+def quiet_logs() -> list:
+    """Silence the libraries' own progress bars and info logs, so a saved notebook shows what its cells print.
+
+    transformers draws a "Loading weights" bar per model load and LMDeploy logs every engine start;
+    in committed outputs they are noise that changes on each run. Libraries not installed are skipped.
+
+    Returns:
+        The libraries that were quietened, e.g. ``["transformers", "lmdeploy"]``.
+
+    Example:
+        >>> quiet_logs()  # doctest: +SKIP
+        ['transformers', 'lmdeploy']
+    """
+    done = []
+    try:
+        import transformers
+    except ImportError:
+        pass
+    else:
+        transformers.logging.set_verbosity_error()
+        transformers.logging.disable_progress_bar()
+        done.append("transformers")
+    try:
+        from lmdeploy.utils import get_logger
+    except ImportError:
+        pass
+    else:
+        get_logger("lmdeploy").setLevel("ERROR")
+        done.append("lmdeploy")
+    return done

@@ -23,6 +23,7 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 import zlib
 from pathlib import Path
 
@@ -275,8 +276,12 @@ def load_model(path=None, device: str = "cpu", dtype=None):
     if dtype is None:
         dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     dtype_key = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
-    model = transformers.AutoModel.from_pretrained(str(path), trust_remote_code=True, low_cpu_mem_usage=True,
-                                                   **{dtype_key: dtype})
+    with warnings.catch_warnings():
+        # timm, imported by InternViT's remote code, warns about torch.jit.interface at import: nothing a
+        # learner can act on, and the warning line names the environment's absolute path
+        warnings.filterwarnings("ignore", message=".*torch.jit.interface", category=FutureWarning)
+        model = transformers.AutoModel.from_pretrained(str(path), trust_remote_code=True, low_cpu_mem_usage=True,
+                                                       **{dtype_key: dtype})
     model = model.to(device).eval()
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(path), trust_remote_code=True)
     model.img_context_token_id = tokenizer.convert_tokens_to_ids("<IMG_CONTEXT>")

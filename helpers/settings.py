@@ -189,11 +189,29 @@ def _env_overrides() -> dict:
 
 
 def repo_relative(path) -> str:
-    """``path`` relative to the repository when it lies inside it (what notebooks print), else as it is."""
-    try:
-        return str(Path(path).resolve().relative_to(REPO_ROOT))
-    except ValueError:
-        return str(path)
+    """``path`` as notebooks show it: relative to the repository, never the machine's absolute path.
+
+    Commands still get absolute paths; only what a learner reads goes through here.
+
+    Args:
+        path: a file or folder.
+
+    Returns:
+        ``"artifacts/..."`` inside the repository; ``"$INTERNVL_ARTIFACTS/..."`` inside an artifacts
+        folder moved out of it with that variable; anything else as it is.
+
+    Example:
+        >>> repo_relative(REPO_ROOT / "artifacts" / "models")
+        'artifacts/models'
+    """
+    resolved = Path(path).resolve()
+    if resolved.is_relative_to(REPO_ROOT):
+        return str(resolved.relative_to(REPO_ROOT))
+    moved = os.environ.get("INTERNVL_ARTIFACTS")
+    # a worktree or CI run that reads another checkout's artifacts would otherwise print that checkout's path
+    if moved and resolved.is_relative_to(Path(moved).resolve()):
+        return str(Path("$INTERNVL_ARTIFACTS") / resolved.relative_to(Path(moved).resolve()))
+    return str(path)
 
 
 def _config_value(model_dir: Path, key: str):

@@ -23,9 +23,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 WAIT_MS = 300_000
 
 
@@ -41,6 +38,8 @@ def main(argv=None) -> int:
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--out", default="docs/images/webui.png")
     a = p.parse_args(argv)
+    from helpers.serve.browser import CHROMIUM, MESSAGE_BOX, ask, chromium_args, wait_for_chat_text
+
     if not Path(CHROMIUM).exists():
         print(f"{CHROMIUM} missing: run scripts/install_browser.sh", file=sys.stderr)
         return 2
@@ -67,27 +66,17 @@ def main(argv=None) -> int:
     try:
         with sync_playwright() as pw:
             ctx = pw.chromium.launch_persistent_context(str(work / "profile"), executable_path=CHROMIUM,
-                                                        headless=True, args=ARGS,
+                                                        headless=True, args=chromium_args(),
                                                         viewport={"width": 1280, "height": 860})
             page = ctx.new_page()
             page.goto(f"http://127.0.0.1:{port}/", wait_until="domcontentloaded")
-            page.wait_for_selector("#msg textarea", timeout=WAIT_MS)
+            page.wait_for_selector(MESSAGE_BOX, timeout=WAIT_MS)
             if base:
                 page.locator("#model label", has_text="微调模型").click()
-                page.wait_for_function("() => document.querySelector('#chatbot').innerText.includes('已切换到')",
-                                       timeout=WAIT_MS)
+                wait_for_chat_text(page, "已切换到", WAIT_MS)
             page.set_input_files("#upload input[type=file]", str(photo))
-            page.wait_for_function(f"() => document.querySelector('#chatbot').innerText.includes('{photo.name}')",
-                                   timeout=WAIT_MS)
-            before = page.locator('#chatbot [data-testid="bot"]').count()
-            page.fill("#msg textarea", a.question)
-            page.press("#msg textarea", "Enter")
-            page.wait_for_function(
-                """([n]) => {
-                    const bots = document.querySelectorAll('#chatbot [data-testid="bot"]');
-                    const box = document.querySelector('#msg textarea');
-                    return bots.length === n + 1 && !bots[n].innerText.includes('⏳') && box && !box.disabled;
-                }""", arg=[before], timeout=WAIT_MS)
+            wait_for_chat_text(page, photo.name, WAIT_MS)
+            ask(page, a.question, WAIT_MS)
             page.mouse.move(0, 0)  # no hover highlight left where the last click was
             page.wait_for_timeout(500)
             out = Path(a.out)

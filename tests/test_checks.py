@@ -329,3 +329,15 @@ def test_cli_check_exit_codes(tmp_path, root, broken_file):
     assert data["ok"] and data["checked"] == data["valid"] == 1
     missing = run_cli("check-foodieqa", tmp_path / "none.json", "--images", root)
     assert missing.returncode == 1 and "unreadable_file" in missing.stdout
+
+
+def test_a_repository_file_is_shown_relative_to_the_repository():
+    from helpers.data.check_report import CheckReport, Problem
+    from helpers.settings import REPO_ROOT
+
+    file = str(REPO_ROOT / "artifacts" / "data" / "llava-synth" / "train.json")
+    rep = CheckReport(file=file, image_root=str(REPO_ROOT / "artifacts"), checked=1, valid=0, rejected=1)
+    rep.problems.append(Problem(file, 0, "image", "missing_image", "no such file"))
+    text = rep.format()
+    assert text.startswith("artifacts/data/llava-synth/train.json: checked 1") and str(REPO_ROOT) not in text
+    assert str(rep.problems[0]).startswith("artifacts/data/llava-synth/train.json: record 0")

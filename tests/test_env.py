@@ -1,7 +1,7 @@
 """Tests for helpers.env: versions, device, need() with the install hint."""
 import pytest
 
-from helpers.env import install_hint, need, show_versions, versions
+from helpers.env import install_hint, need, quiet_logs, show_versions, versions
 
 
 def test_need_imports_or_names_the_requirements_file():
@@ -18,3 +18,16 @@ def test_versions_name_what_is_missing(capsys):
     assert info["pytest"] == pytest.__version__ and info["no-such-distribution"] is None
     assert set(versions(())) == {"python", "device"}
     assert "另一个环境" in capsys.readouterr().out
+
+
+def test_quiet_logs_silences_transformers_bars_and_info():
+    transformers = pytest.importorskip("transformers")
+    level = transformers.logging.get_verbosity()
+    try:
+        done = quiet_logs()
+        assert "transformers" in done
+        assert transformers.logging.get_verbosity() == transformers.logging.ERROR
+        assert not transformers.utils.logging.is_progress_bar_enabled()
+    finally:
+        transformers.logging.set_verbosity(level)
+        transformers.logging.enable_progress_bar()

@@ -123,6 +123,24 @@ def test_trace_shapes_lists_children_in_call_order():
     assert "output" in P.format_trace(rows)
 
 
+def test_model_sizes_read_from_the_config_match_strategy_costs_defaults():
+    import inspect
+
+    from helpers.reference_configs import REFERENCE_CONFIGS
+
+    sizes = walkthrough.model_sizes(REFERENCE_CONFIGS["InternVL2-2B"])
+    defaults = inspect.signature(walkthrough.strategy_costs).parameters
+    assert sizes == {k: defaults[k].default for k in sizes} == dict(vis_tokens=1024, vis_dim=1024, llm_dim=2048,
+                                                                     llm_layers=24)
+
+
+def test_cost_table_shows_millions_under_chinese_headers():
+    rows = walkthrough.cost_table(walkthrough.strategy_costs())
+    assert list(rows[0]) == ["策略", "代表模型", "每图块进入 LLM 序列的 token", "新增参数 (M)"]
+    assert [(r["每图块进入 LLM 序列的 token"], r["新增参数 (M)"]) for r in rows[:4]] == [
+        (1024, 2.1), (1024, 6.3), (256, 12.6), (32, 115.8)]
+
+
 def test_strategy_costs_at_internvl2_2b_sizes():
     rows = {r["strategy"]: r for r in walkthrough.strategy_costs()}
     internvl = rows["pixel shuffle + MLP"]

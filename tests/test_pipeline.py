@@ -225,8 +225,11 @@ def test_sampling_with_seed_is_reproducible(engine):
 
 
 def test_describe_engine(engine, tiny_model_dir):
+    from helpers.settings import REPO_ROOT, repo_relative
+
     line = pipeline.describe_engine(engine)
-    assert "engine=transformers" in line and str(tiny_model_dir) in line
+    assert "engine=transformers" in line and line.endswith(f"model={repo_relative(tiny_model_dir)}")
+    assert str(REPO_ROOT) not in line  # a learner reads artifacts/..., not the maintainer's machine
 
 
 # --------------------------------------------------------------------------- api_server management (CPU)
@@ -329,6 +332,18 @@ def test_api_server_command_line(tmp_path):
         api_server.ApiServer("/m", backend="turbomind", log_path=tmp_path / "l")
 
 
+def test_api_server_command_line_shows_repository_paths_relative(tmp_path):
+    from helpers.settings import REPO_ROOT
+
+    model = REPO_ROOT / "artifacts" / "models" / "not-built"
+    srv = api_server.ApiServer(model, port=23333, log_path=tmp_path / "l", settings=S)
+    assert srv.command[5] == str(model)  # the process gets the absolute path
+    assert srv.command_line.startswith("lmdeploy serve api_server artifacts/models/not-built --backend pytorch")
+    assert str(REPO_ROOT) not in srv.command_line and sys.executable not in srv.command_line
+    other = api_server.ApiServer("/models/x", port=1, log_path=tmp_path / "l")
+    assert other.command_line.split()[3] == "/models/x"  # outside the repository: as it is
+
+
 
 def test_tp_workers_use_multiprocessing_without_ray(monkeypatch, tmp_path):
     import importlib.util
@@ -377,6 +392,7 @@ def test_openai_chat_sends_a_data_url_image(stand_in, tmp_path):
         assert answer == "这是什么菜？ | data:image/png;base64 | 64x48 | model=stand-in"
         with pytest.raises(openai.AuthenticationError):
             client.openai_chat(srv.url + "/v1", "wrong-key", "q", image, model="stand-in")
+        assert client.status_without_key(srv.url, "stand-in", "这是什么菜？") == 401
 
 
 def test_api_server_exit_before_ready_shows_the_log(stand_in):

@@ -27,8 +27,17 @@ def test_no_env_overrides_by_default(monkeypatch):
     assert get_settings("tiny").extra == {}
 
 
-def test_printed_paths_are_relative_to_the_repository(tmp_path):
+def test_printed_paths_are_relative_to_the_repository(tmp_path, monkeypatch):
+    monkeypatch.delenv("INTERNVL_ARTIFACTS", raising=False)
     assert repo_relative(REPO_ROOT / "artifacts" / "x") == "artifacts/x"
     assert repo_relative(tmp_path) == str(tmp_path)  # outside the repository: as it is
     text = get_settings("tiny").describe()
     assert str(REPO_ROOT) not in text and "model=artifacts/models/" in text
+
+
+def test_an_artifacts_folder_outside_the_repository_is_shown_by_its_variable(tmp_path, monkeypatch):
+    monkeypatch.setenv("INTERNVL_ARTIFACTS", str(tmp_path / "arts"))
+    shown = repo_relative(tmp_path / "arts" / "models" / "tiny")
+    assert shown == "$INTERNVL_ARTIFACTS/models/tiny" and str(tmp_path) not in shown
+    assert str(tmp_path) not in get_settings("tiny").describe()
+    assert repo_relative(REPO_ROOT / "notebooks") == "notebooks"

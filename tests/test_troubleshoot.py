@@ -194,6 +194,34 @@ def test_sideways_photo_is_sideways_for_image_open_only(tmp_path):
     assert raw["grid"] != upright["grid"]
 
 
+def test_converter_turns_the_phone_photo_upright_for_xtuner(tmp_path):
+    from PIL import Image
+
+    from helpers.data.synth import make_dataset
+    from helpers.troubleshoot.training import convert_phone_photo, sideways_copy
+
+    root = make_dataset(tmp_path / "synth", per_dish=1, long_side=448)
+    src = tmp_path / "portrait.jpeg"
+    Image.new("RGB", (300, 900), (200, 50, 50)).save(src)
+    sideways_copy(src, tmp_path / "exif" / "images" / "phone_photo.jpeg")
+    fixed = convert_phone_photo(root / "sivqa_tidy.json", 0, tmp_path / "exif")
+    assert fixed["exif_baked"] == 1 and fixed["size"] == (300, 900)  # XTuner's Image.open now sees it upright
+    assert fixed["baked"].is_file() and fixed["baked"].is_relative_to(tmp_path / "exif")
+
+
+def test_prepare_lab_reads_the_records_and_makes_the_work_folder(tmp_path, tiny_model_dir):
+    from helpers.troubleshoot.workspace import prepare_lab
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "sivqa_tidy.json").write_text("[]", encoding="utf-8")
+    (tmp_path / "llava").mkdir()
+    (tmp_path / "llava" / "train.json").write_text('[{"id": "a"}]', encoding="utf-8")
+    settings = S.replace(data_root=tmp_path / "data", llava_dir=tmp_path / "llava", runs_dir=tmp_path / "runs")
+    lab = prepare_lab(settings)  # data there: nothing drawn or converted
+    assert lab["tiny"] == tiny_model_dir and lab["records"] == [{"id": "a"}]
+    assert lab["work"] == tmp_path / "runs" / "troubleshoot" and lab["work"].is_dir()
+
+
 def test_scrub_and_small_llava_file(tmp_path):
     from helpers.settings import REPO_ROOT
     from helpers.troubleshoot.training import scrub, small_llava_file

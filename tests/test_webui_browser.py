@@ -14,16 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from helpers.serve.browser import (ANSWER_DONE_JS, CHROMIUM, MESSAGE_BOX, ask, bot_texts, chromium_args,
+                                   user_texts, wait_for_chat_text)
 from helpers.settings import get_settings
 
 S = get_settings()
 TINY = S.tiny_model_path
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 # two tabs at once: keep the one in the background from being throttled
-                 "--disable-background-timer-throttling", "--disable-renderer-backgrounding",
-                 "--disable-backgrounding-occluded-windows"]
 WAIT_MS = 180_000  # bound on any single wait (a loaded 2-core CI box); not a speed assertion
 
 if not Path(CHROMIUM).exists():
@@ -59,7 +55,7 @@ def browser():
     profile = tempfile.mkdtemp(prefix="chromium-profile-")  # a new, empty --user-data-dir
     with sync_playwright() as pw:
         context = pw.chromium.launch_persistent_context(profile, executable_path=CHROMIUM, headless=True,
-                                                        args=CHROMIUM_ARGS)
+                                                        args=chromium_args(background_tabs=True))
         try:
             yield context
         finally:
@@ -79,16 +75,8 @@ def _serve(demo):
 def _open(browser, url):
     page = browser.new_page()
     page.goto(url, wait_until="domcontentloaded")
-    page.wait_for_selector("#msg textarea", timeout=WAIT_MS)
+    page.wait_for_selector(MESSAGE_BOX, timeout=WAIT_MS)
     return page
-
-
-def _bot_texts(page) -> list:
-    return [t.strip() for t in page.locator('#chatbot [data-testid="bot"]').all_inner_texts()]
-
-
-def _user_texts(page) -> list:
-    return [t.strip() for t in page.locator('#chatbot [data-testid="user"]').all_inner_texts()]
 
 
 def _set_max_new_tokens(page, value: int):
@@ -111,22 +99,6 @@ def _set_max_new_tokens(page, value: int):
         except PlaywrightTimeout:
             continue
     page.wait_for_function(synced, arg=[str(value)], timeout=WAIT_MS)
-
-
-def _ask(page, question: str) -> str:
-    """Type a question, press Enter, wait for the streamed answer to finish; return it."""
-    page.bring_to_front()
-    before = len(_bot_texts(page))
-    page.fill("#msg textarea", question)
-    page.press("#msg textarea", "Enter")
-    # done = one more bot message, no longer a ⏳ note, and the input unlocked again
-    page.wait_for_function(
-        """([n]) => {
-            const bots = document.querySelectorAll('#chatbot [data-testid="bot"]');
-            const box = document.querySelector('#msg textarea');
-            return bots.length === n + 1 && !bots[n].innerText.includes('⏳') && box && !box.disabled;
-        }""", arg=[before], timeout=WAIT_MS)
-    return _bot_texts(page)[-1]
 
 
 def _direct(engine, image_path, questions, max_new_tokens):
@@ -152,18 +124,16 @@ def test_upload_and_two_turns_in_chromium(browser, engine, tmp_path):
         page = _open(browser, _serve(demo))
         _set_max_new_tokens(page, MAX_NEW - 4)  # the settings panel reaches the model
         page.set_input_files("#upload input[type=file]", str(photo))
-        page.wait_for_function("() => document.querySelector('#chatbot').innerText.includes('已载入 dish.jpg')",
-                               timeout=WAIT_MS)
-        first = _ask(page, "图中是什么菜？")
-        second = _ask(page, "它属于哪个菜系？")
-        assert _user_texts(page) == ["图中是什么菜？", "它属于哪个菜系？"]
+        wait_for_chat_text(page, "已载入 dish.jpg", WAIT_MS)
+        first = ask(page, "图中是什么菜？", WAIT_MS)
+        second = ask(page, "它属于哪个菜系？", WAIT_MS)
+        assert user_texts(page) == ["图中是什么菜？", "它属于哪个菜系？"]
         assert first and second and not first.startswith("⚠️") and not second.startswith("⚠️")
         assert [first, second] == _direct(engine, photo, ["图中是什么菜？", "它属于哪个菜系？"], MAX_NEW - 4)
 
         page.locator("#examples button[aria-label^='Thumbnail']").first.click()  # the example replaces the photo
-        page.wait_for_function("() => document.querySelector('#chatbot').innerText.includes('示例：绿色示例')",
-                               timeout=WAIT_MS)
-        assert _user_texts(page) == []  # a new conversation began
+        wait_for_chat_text(page, "示例：绿色示例", WAIT_MS)
+        assert user_texts(page) == []  # a new conversation began
         page.close()
     finally:
         demo.close()
@@ -191,25 +161,20 @@ def test_second_tab_sees_it_is_queued(browser, engine, tmp_path):
         url = _serve(demo)
         one, two = _open(browser, url), _open(browser, url)
         one.bring_to_front()
-        one.fill("#msg textarea", "第一位")
-        one.press("#msg textarea", "Enter")
+        one.fill(MESSAGE_BOX, "第一位")  # sent, not awaited: the gate holds the answer back
+        one.press(MESSAGE_BOX, "Enter")
         assert started.wait(timeout=WAIT_MS / 1000)
         two.bring_to_front()
-        two.fill("#msg textarea", "第二位")
-        two.press("#msg textarea", "Enter")
-        two.wait_for_function("([q]) => document.querySelector('#chatbot').innerText.includes(q)",
-                              arg=[QUEUED[2:8]], timeout=WAIT_MS)
-        assert QUEUED.strip() in _bot_texts(two)[-1]
+        two.fill(MESSAGE_BOX, "第二位")
+        two.press(MESSAGE_BOX, "Enter")
+        wait_for_chat_text(two, QUEUED[2:8], WAIT_MS)
+        assert QUEUED.strip() in bot_texts(two)[-1]
         gate.set()
         for page in (one, two):
             page.bring_to_front()
-            page.wait_for_function(
-                """() => { const b = document.querySelectorAll('#chatbot [data-testid="bot"]');
-                           const box = document.querySelector('#msg textarea');
-                           return b.length === 1 && !b[0].innerText.includes('⏳') && !box.disabled; }""",
-                timeout=WAIT_MS)
-            assert not _bot_texts(page)[-1].startswith("⚠️")
-        assert _user_texts(one) == ["第一位"] and _user_texts(two) == ["第二位"]
+            page.wait_for_function(ANSWER_DONE_JS, arg=[0], timeout=WAIT_MS)  # each tab's first answer
+            assert not bot_texts(page)[-1].startswith("⚠️")
+        assert user_texts(one) == ["第一位"] and user_texts(two) == ["第二位"]
     finally:
         gate.set()
         demo.close()

@@ -220,3 +220,14 @@ def test_collated_batch_padding_mask_positions(ds):
 
     text = figure_text(fig)
     assert "样本 0" in text and "位置（token）" in text and "填充 (padding)" in text
+
+
+def test_summary_shows_the_image_relative_to_the_repository(ds):
+    import dataclasses
+
+    from helpers.data.xtuner_sample import build_sample
+    from helpers.settings import REPO_ROOT
+
+    s = dataclasses.replace(build_sample(ds, 0), image_path=str(REPO_ROOT / "artifacts" / "photo.jpeg"))
+    first = s.summary().splitlines()[0]
+    assert first.endswith("): artifacts/photo.jpeg") and str(REPO_ROOT) not in s.summary()

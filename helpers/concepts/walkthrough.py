@@ -56,6 +56,36 @@ def strategy_costs(vis_tokens=1024, vis_dim=1024, llm_dim=2048, llm_layers=24, n
     ]
 
 
+def model_sizes(config: dict) -> dict:
+    """The sizes :func:`strategy_costs` needs, read from an InternVL2 ``config.json`` (as a dict).
+
+    Args:
+        config: e.g. ``helpers.reference_configs.REFERENCE_CONFIGS["InternVL2-2B"]``.
+
+    Returns:
+        ``{"vis_tokens": patches per tile, "vis_dim": ViT width, "llm_dim": LLM width, "llm_layers": ...}``.
+
+    Example:
+        >>> from helpers.reference_configs import REFERENCE_CONFIGS
+        >>> model_sizes(REFERENCE_CONFIGS["InternVL2-2B"])
+        {'vis_tokens': 1024, 'vis_dim': 1024, 'llm_dim': 2048, 'llm_layers': 24}
+    """
+    vc, lc = config["vision_config"], config["llm_config"]
+    return {"vis_tokens": (vc["image_size"] // vc["patch_size"]) ** 2, "vis_dim": vc["hidden_size"],
+            "llm_dim": lc["hidden_size"], "llm_layers": lc["num_hidden_layers"]}
+
+
+def cost_table(costs: list) -> list:
+    """:func:`strategy_costs` rows as notebook 01 shows them: Chinese headers, parameters in millions.
+
+    Example:
+        >>> cost_table([dict(strategy="线性投影器", models="LLaVA", tokens_in_sequence=1024, params=2_099_200)])
+        [{'策略': '线性投影器', '代表模型': 'LLaVA', '每图块进入 LLM 序列的 token': 1024, '新增参数 (M)': 2.1}]
+    """
+    return [{"策略": r["strategy"], "代表模型": r["models"], "每图块进入 LLM 序列的 token": r["tokens_in_sequence"],
+             "新增参数 (M)": round(r["params"] / 1e6, 1)} for r in costs]
+
+
 def internvl_walkthrough(model, tokenizer, image, question: str, max_num: int | None = None) -> dict:
     """Follow one image and one question through an InternVL2 model, stage by stage.
 

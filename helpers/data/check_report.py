@@ -12,6 +12,7 @@ from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 
 from helpers.data.image_checks import BLIND_SPOT, inspect_images
+from helpers.settings import repo_relative
 
 
 @dataclass
@@ -28,7 +29,7 @@ class Problem:
     def __str__(self) -> str:
         where = "file" if self.index is None else f"record {self.index}"
         fld = f", field {self.field}" if self.field else ""
-        return f"{self.file}: {where}{fld}: [{self.kind}] {self.message}"
+        return f"{repo_relative(self.file)}: {where}{fld}: [{self.kind}] {self.message}"
 
 
 @dataclass
@@ -73,7 +74,7 @@ class CheckReport:
     def format(self, per_kind: int | None = 3) -> str:
         """Human-readable summary: counts, then the first ``per_kind`` problems of each kind (None: all)."""
         lines = [
-            f"{self.file}: checked {self.checked} = valid {self.valid} + rejected {self.rejected}"
+            f"{repo_relative(self.file)}: checked {self.checked} = valid {self.valid} + rejected {self.rejected}"
             f" | images {self.images_checked} checked ({self.images_decoded} decoded), {self.images_bad} bad"
             f" | {self.seconds:.2f} s",
         ]

@@ -109,6 +109,23 @@ def _text_tokens(tokenizer, turns: list, system: str) -> int:
     return text
 
 
+def _image_row(img: str, w: int, h: int, tiling: dict) -> dict:
+    """One row of the images table: size, aspect, and the tiles and tokens InternVL makes of it."""
+    tile_count, image_tokens = _tiling()
+    return {"image": img, "width": w, "height": h, "aspect": round(w / h, 4),
+            "tiles": tile_count(w, h, **tiling), "image_tokens": image_tokens(w, h, **tiling)}
+
+
+def _group_tables(dish_rows: dict, cuisine_rows: dict) -> dict:
+    """``per_cuisine`` and ``per_dish`` rows, largest first (ties by name, so the order is stable)."""
+    return {
+        "per_cuisine": sorted(({"cuisine": c, "samples": r["samples"], "images": len(r["images"])}
+                               for c, r in cuisine_rows.items()), key=lambda r: (-r["samples"], r["cuisine"])),
+        "per_dish": sorted(({"dish": d, "cuisine": r["cuisine"], "samples": r["samples"], "images": len(r["images"])}
+                            for d, r in dish_rows.items()), key=lambda r: (-r["samples"], r["dish"])),
+    }
+
+
 def dataset_stats(records: list, image_root, tokenizer=None, settings=None, workers: int | None = 1) -> dict:
     """Tables for notebook 04: who is in the set, how big the images are, how long the samples are.
 
@@ -135,7 +152,6 @@ def dataset_stats(records: list, image_root, tokenizer=None, settings=None, work
     from helpers.settings import XTUNER_SYSTEM_PROMPT, get_settings
 
     S = settings or get_settings()
-    tile_count, image_tokens = _tiling()
     resolved = _resolve_images(records, image_root)
     infos = inspect_images([p for p in resolved.values() if p is not None], ImageLimits(), workers)
     tiling = dict(min_num=S.min_dynamic_patch, max_num=S.max_dynamic_patch, image_size=S.image_size,
@@ -151,9 +167,7 @@ def dataset_stats(records: list, image_root, tokenizer=None, settings=None, work
         img = img[0] if isinstance(img, list) else img
         info = infos.get(str(resolved.get(img)))
         if img not in images and info and info["upright"]:
-            w, h = info["upright"]
-            images[img] = {"image": img, "width": w, "height": h, "aspect": round(w / h, 4),
-                           "tiles": tile_count(w, h, **tiling), "image_tokens": image_tokens(w, h, **tiling)}
+            images[img] = _image_row(img, *info["upright"], tiling)
         turns = rec.get("conversations", [])
         answer = next((t["value"] for t in turns if t.get("from") == "gpt"), "")
         meta = rec.get("meta") or {}
@@ -177,10 +191,7 @@ def dataset_stats(records: list, image_root, tokenizer=None, settings=None, work
     col = _column
     return {
         "n_samples": len(records), "n_images": len(img_rows), "max_length": S.max_length,
-        "per_cuisine": sorted(({"cuisine": c, "samples": r["samples"], "images": len(r["images"])}
-                               for c, r in cuisine_rows.items()), key=lambda r: (-r["samples"], r["cuisine"])),
-        "per_dish": sorted(({"dish": d, "cuisine": r["cuisine"], "samples": r["samples"], "images": len(r["images"])}
-                            for d, r in dish_rows.items()), key=lambda r: (-r["samples"], r["dish"])),
+        **_group_tables(dish_rows, cuisine_rows),
         "question_types": [{"question_type": q, "samples": n} for q, n in qtypes.most_common()],
         "answer_chars": _summary(col(samples, "answer_chars")),
         "answer_tokens": _summary(col(samples, "answer_tokens")),

@@ -35,6 +35,7 @@ from pathlib import Path
 
 from helpers.env import install_hint
 from helpers.prompts import IMAGE as IMAGE_TOKEN, IMG_CONTEXT, IMG_END, IMG_START
+from helpers.settings import repo_relative
 
 IGNORE_INDEX = -100  # xtuner.utils.IGNORE_INDEX; also the ignore_index of the LLM's cross-entropy
 
@@ -242,7 +243,7 @@ class BuiltSample:
         start, length = self.img_run
         n_loss = len(self.loss_positions)
         return "\n".join([
-            f"record {self.index} (id {self.record.get('id')!r}): {self.image_path}",
+            f"record {self.index} (id {self.record.get('id')!r}): {repo_relative(self.image_path) if self.image_path else '(no image)'}",
             f"pixel_values {tuple(self.pixel_values_shape)} -> {self.tiles} tiles x {self.tokens_per_tile} "
             f"= {self.tiles * self.tokens_per_tile} image tokens",
             f"input_ids {self.n_tokens} tokens; <IMG_CONTEXT> run at [{start}, {(start or 0) + length}) length {length}",

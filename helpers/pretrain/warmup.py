@@ -131,6 +131,15 @@ def _save_checkpoint(model, tokenizer, src_dir, out_dir) -> None:
         (out / "generation_config.json").write_text(src.read_text(encoding="utf-8"), encoding="utf-8")
 
 
+def _heads_and_optimizer(torch, vit, width: int, classes: dict, lr: float, steps: int) -> tuple:
+    """Linear heads ``{name: width -> classes}`` on the ViT, one AdamW over both, warm-up + cosine schedule."""
+    heads = torch.nn.ModuleDict({name: torch.nn.Linear(width, n) for name, n in classes.items()})
+    params = list(vit.parameters()) + list(heads.parameters())
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, steps))
+    return heads, params, opt, sched
+
+
 def vision_warmup(model_dir, out_dir, data_root, scenes, steps: int = 120, batch_size: int = 32,
                   lr: float = 3e-3, size: int = 224, seed: int = 0, log_every: int = 20, foods=None,
                   food_batch: int = 24) -> list:
@@ -175,20 +184,15 @@ def vision_warmup(model_dir, out_dir, data_root, scenes, steps: int = 120, batch
     vit = model.vision_model.train()
     values = {"colour": list(COLOURS), "shape": list(SHAPES), "count": list(COUNTS), "position": list(POSITIONS),
               "background": list(BACKGROUNDS)}
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (IMAGENET_MEAN, IMAGENET_STD))
     keys = [d.key for d in DISHES]
     pixels, targets = _stacked(scenes, data_root, size, {a: (a, v) for a, v in values.items()})
     # Whole photos squashed to a square, as a one-tile model sees a phone photo.
     food_pixels, food_targets = _stacked(foods, data_root, size, {"dish": ("dish", keys)}) if foods else (None, {})
     food_targets = food_targets.get("dish")
-    width = model.config.vision_config.hidden_size
-    heads = torch.nn.ModuleDict({a: torch.nn.Linear(width, len(v)) for a, v in values.items()})
-    heads["food"] = torch.nn.Linear(width, len(keys))
-    params = list(vit.parameters()) + list(heads.parameters())
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, steps))
+    heads, params, opt, sched = _heads_and_optimizer(torch, vit, model.config.vision_config.hidden_size,
+                                                     {**{a: len(v) for a, v in values.items()}, "food": len(keys)},
+                                                     lr, steps)
     gen = torch.Generator().manual_seed(seed)
 
     def norm(x):

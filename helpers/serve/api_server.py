@@ -13,7 +13,7 @@ import weakref
 from pathlib import Path
 
 from helpers.procs import start_logged, stop_group
-from helpers.settings import get_settings
+from helpers.settings import get_settings, repo_relative
 from helpers.prompts import internvl2_chat_template
 from helpers.serve.pipeline import tp_executor_backend
 
@@ -111,6 +111,20 @@ class ApiServer:
         """Base URL, e.g. ``http://127.0.0.1:23333`` (the OpenAI API is under ``/v1``)."""
         host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
         return f"http://{host}:{self.port}"
+
+    @property
+    def command_line(self) -> str:
+        """The command as a learner reads it: ``lmdeploy serve api_server artifacts/...``.
+
+        The process itself gets :attr:`command` (the venv's Python, absolute paths); what is shown
+        names paths relative to the repository, so saved outputs do not carry one machine's folders.
+
+        Example:
+            >>> ApiServer("artifacts/models/x", port=23333).command_line  # doctest: +SKIP
+            'lmdeploy serve api_server artifacts/models/x --backend pytorch ...'
+        """
+        argv = self.command[2:] if self.command[:2] == [sys.executable, "-m"] else self.command
+        return " ".join(repo_relative(a) if os.path.isabs(a) else a for a in argv)
 
     @property
     def running(self) -> bool:

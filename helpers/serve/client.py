@@ -1,7 +1,10 @@
-"""The OpenAI-compatible client side of the api_server: images as data URLs, one chat request."""
+"""The OpenAI-compatible client side of the api_server: images as data URLs, one chat request, a keyless probe."""
 from __future__ import annotations
 
 import base64
+import json
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 from helpers.env import need
@@ -60,3 +63,32 @@ def openai_chat(base_url: str, api_key: str | None, prompt: str, image_path=None
     reply = client.chat.completions.create(model=model, messages=[{"role": "user", "content": content}],
                                            max_tokens=max_tokens, temperature=temperature)
     return reply.choices[0].message.content
+
+
+def status_without_key(base_url: str, model: str, prompt: str, timeout: float = 30.0) -> int:
+    """The HTTP status of one chat request sent with no ``Authorization`` header.
+
+    A server started with ``--api-keys`` must answer 401; 200 means anyone who reaches the port
+    can use the GPU. Plain urllib, not the openai client: that one always sends some key.
+
+    Args:
+        base_url: server URL without ``/v1``.
+        model: model id (what ``/v1/models`` lists).
+        prompt: any question.
+        timeout: seconds for the request.
+
+    Returns:
+        The status code, e.g. 401.
+
+    Example:
+        >>> status_without_key("http://127.0.0.1:23333", "internvl2", "你好")  # doctest: +SKIP
+        401
+    """
+    body = json.dumps({"model": model, "messages": [{"role": "user", "content": prompt}]}).encode()
+    request = urllib.request.Request(base_url.rstrip("/") + "/v1/chat/completions", data=body,
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as reply:
+            return reply.status
+    except urllib.error.HTTPError as exc:
+        return exc.code

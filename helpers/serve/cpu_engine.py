@@ -14,7 +14,7 @@ from pathlib import Path
 
 from helpers import prompts
 from helpers.env import need
-from helpers.settings import get_settings
+from helpers.settings import get_settings, repo_relative
 from helpers.prompts import IMG_CONTEXT
 from helpers.serve.messages import _is_single, _place_images, _split_prompt
 from helpers.serve.generation import ChatSession, _gen_fields, _response_class
@@ -333,7 +333,7 @@ class TransformersEngine:
 
         return (f"engine=transformers {transformers.__version__} (model's own InternVL code) | device={self.device} "
                 f"| dtype={str(self.dtype).replace('torch.', '')} | max_dynamic_patch={self.max_dynamic_patch} "
-                f"| model={self.model_path}")
+                f"| model={repo_relative(self.model_path)}")
 
     def close(self):
         """Drop the model (frees memory)."""

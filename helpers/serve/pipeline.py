@@ -27,7 +27,7 @@ import os
 from pathlib import Path
 
 from helpers.env import need
-from helpers.settings import get_settings
+from helpers.settings import get_settings, repo_relative
 from helpers.prompts import internvl2_chat_template
 from helpers.serve.cpu_engine import TransformersEngine
 from helpers.serve.messages import _keep_images_first
@@ -232,5 +232,6 @@ def describe_engine(pipe) -> str:
     for name in ("tp", "session_len", "cache_max_entry_count", "max_batch_size"):
         if cfg is not None and getattr(cfg, name, None) is not None:
             parts.append(f"{name}={getattr(cfg, name)}")
-    parts.append(f"model={getattr(pipe, 'model_path', '?')}")
+    model = getattr(pipe, "model_path", None)
+    parts.append(f"model={repo_relative(model) if model else '?'}")
     return " | ".join(parts)

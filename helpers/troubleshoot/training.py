@@ -265,7 +265,37 @@ def exif_views(path, max_num: int = 12) -> list:
                  grid=choose_grid(*upright, max_num=max_num))]
 
 
-def repo_relative(path) -> str:
-    """``path`` relative to the repository (outputs never show the machine's absolute paths)."""
-    path = Path(path).resolve()
-    return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else path.name
+def convert_phone_photo(sivqa_file, source_index: int, work) -> dict:
+    """Run the course's converter on one question whose photo is ``work/images/phone_photo.jpeg``.
+
+    The worked solution of the EXIF exercise: the converter bakes the EXIF rotation into an
+    upright copy, so XTuner's plain ``Image.open`` reads the photo the way a viewer shows it.
+
+    Args:
+        sivqa_file: the FoodieQA file the question comes from.
+        source_index: the question's position in it (a LLaVA record's ``meta["source_index"]``).
+        work: folder holding ``images/phone_photo.jpeg`` (see :func:`sideways_copy`); the one-question
+            FoodieQA file and its LLaVA conversion are written here.
+
+    Returns:
+        ``{"exif_baked": photos the converter turned upright, "baked": the file XTuner will open,
+        "size": (width, height) as XTuner opens it}``.
+
+    Example:
+        >>> fixed = convert_phone_photo(S.sivqa_file, 3, WORK / "exif")  # doctest: +SKIP
+        >>> fixed["exif_baked"]                                          # doctest: +SKIP
+        1
+    """
+    from PIL import Image
+
+    from helpers.data.convert import foodieqa_to_llava
+
+    work = Path(work)
+    entry = json.loads(Path(sivqa_file).read_text(encoding="utf-8"))[source_index]
+    entry["food_meta"]["food_file"] = "images/phone_photo.jpeg"
+    (work / "sivqa_tidy.json").write_text(json.dumps([entry], ensure_ascii=False), encoding="utf-8")
+    rep = foodieqa_to_llava(work / "sivqa_tidy.json", work, work / "llava", val_fraction=0.0)
+    baked = json.loads((work / "llava" / "train.json").read_text(encoding="utf-8"))[0]["image"]
+    with Image.open(baked) as im:
+        size = im.convert("RGB").size  # XTuner's way of opening it
+    return {"exif_baked": rep.exif_baked, "baked": Path(baked), "size": size}
