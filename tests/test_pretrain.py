@@ -110,6 +110,30 @@ def test_stage_config_parses_in_xtuner(tmp_path):
     assert parsed.model["freeze_llm"] is False
 
 
+def test_full_precision_stage_model_turns_tf32_off(tiny_model_dir):
+    """Stages 1-2 build this class inside `xtuner train`: building it is what turns TF32 off there."""
+    pytest.importorskip("xtuner")
+    import torch
+    import torch.distributed as dist
+
+    from helpers.env import fp32_matmul_flags
+    from helpers.train.xtuner_compat import FullPrecisionInternVL
+
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.get_float32_matmul_precision())
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    torch.set_float32_matmul_precision("high")
+    try:
+        model = FullPrecisionInternVL(model_path=str(tiny_model_dir), freeze_llm=True, freeze_visual_encoder=True)
+        assert fp32_matmul_flags() == {"cuda_matmul_allow_tf32": False, "cudnn_allow_tf32": False,
+                                       "float32_matmul_precision": "highest"}
+        assert all(p.dtype == torch.float32 for p in model.parameters())
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved[:2]
+        torch.set_float32_matmul_precision(saved[2])
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
 def test_fingerprint_follows_the_recipe(tiny_model_dir):
     import dataclasses
 

@@ -200,6 +200,10 @@ def build_base(settings: Settings, force: bool = False, progress: bool = True) -
               f"pass force=True to rebuild.")
         return dict(manifest, skipped=True)
 
+    from helpers.env import full_fp32_matmuls
+
+    # The warm-ups below run here, on the CPU; stages 1-2 set the same flags in XTuner's process.
+    precision = full_fp32_matmuls()
     t0 = time.time()
     seconds = {}
     work = settings.runs_dir / "pretrain"
@@ -231,7 +235,7 @@ def build_base(settings: Settings, force: bool = False, progress: bool = True) -
     set_system_prompt(out, XTUNER_SYSTEM_PROMPT)
     seconds["total"] = round(time.time() - t0, 1)
     manifest = dict(fingerprint=key, recipe=asdict(recipe), seconds=seconds, loss=losses, stages=stages,
-                    data=data, built=time.strftime("%Y-%m-%d %H:%M:%S"))
+                    data=data, precision=precision, built=time.strftime("%Y-%m-%d %H:%M:%S"))
     (out / MANIFEST).write_text(json.dumps(manifest, ensure_ascii=False, indent=1), encoding="utf-8")
     return dict(manifest, skipped=False)
 
