@@ -277,6 +277,7 @@ def get_settings(profile: str | None = None, **overrides) -> Settings:
             dataloader_num_workers=0,  # worker processes only add start-up time on 2 cores
             lr=1e-3,  # the recipe's 3e-5 leaves a tiny-width model's loss near its start (measured)
             accumulative_counts=1,  # twice the optimizer steps of accumulation 2, in the same time (times: benchmarks/README.md)
+            llm_activation_checkpointing=False,  # a tiny model's activations are small: recomputing them only costs time
         )
     from_env = _env_overrides()
     values.update(from_env)

@@ -308,6 +308,45 @@ def test_llm_activation_checkpointing_switch(tiny_model_dir, checkpointing):
             dist.destroy_process_group()
 
 
+def test_activation_checkpointing_keeps_the_loss_and_gradients(tiny_model_dir):
+    """The tiny profile trains without it: recomputation must not change what is learnt (LoRA dropout included)."""
+    pytest.importorskip("xtuner")
+    import torch
+    import torch.distributed as dist
+    from peft import LoraConfig
+
+    from helpers.train.xtuner_compat import CourseInternVL
+
+    runs = {}
+    try:
+        for checkpointing in (True, False):
+            torch.manual_seed(0)
+            model = CourseInternVL(model_path=str(tiny_model_dir), freeze_llm=True, freeze_visual_encoder=True,
+                                   activation_checkpointing=checkpointing,
+                                   llm_lora=LoraConfig(r=4, lora_alpha=8, lora_dropout=0.05, task_type="CAUSAL_LM"))
+            llm = model.model.language_model.train()
+            assert any(getattr(m, "gradient_checkpointing", False) for m in llm.modules()) is checkpointing
+            for name, p in llm.named_parameters():  # LoRA's B starts at zero: values make A's gradients count
+                if "lora_B" in name:
+                    torch.nn.init.normal_(p, std=0.05)
+            torch.manual_seed(1)
+            ids = torch.randint(3, 1000, (2, 24))
+            losses = []
+            for _ in range(2):  # two steps: dropout masks drawn twice from the same RNG stream
+                loss = llm(input_ids=ids, labels=ids).loss
+                loss.backward()
+                losses.append(float(loss.detach()))
+            runs[checkpointing] = losses, {n: p.grad.clone() for n, p in llm.named_parameters() if p.grad is not None}
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    (loss_on, grads_on), (loss_off, grads_off) = runs[True], runs[False]
+    assert loss_on == loss_off
+    assert grads_on.keys() == grads_off.keys() and any("lora_A" in n for n in grads_on)
+    for name in grads_on:
+        assert torch.allclose(grads_on[name], grads_off[name], rtol=1e-5, atol=1e-7), name
+
+
 def test_aligned_lm_head_gives_the_same_logits_and_gradients(tiny_model_dir):
     pytest.importorskip("xtuner")
     import torch

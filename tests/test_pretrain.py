@@ -108,6 +108,20 @@ def test_stage_config_parses_in_xtuner(tmp_path):
     model_type = getattr(model_type, "build", lambda: model_type)()  # LazyObject -> the class
     assert model_type.__name__ == "FullPrecisionInternVL"
     assert parsed.model["freeze_llm"] is False
+    assert parsed.model["activation_checkpointing"] is True  # XTuner's default unless the recipe says otherwise
+    off = stage_config.write_stage_config(tmp_path / "s3.py", "t", "/m", "/d.json", "/imgs", tmp_path / "w",
+                                          freeze_llm=True, freeze_vit=True, n_samples=40, batch_size=8, max_epochs=1,
+                                          lr=5e-4, activation_checkpointing=False)
+    assert Config.fromfile(str(off)).model["activation_checkpointing"] is False
+    assert "\nactivation_checkpointing =" not in off.read_text()  # mmengine's Runner would read it as a module list
+
+
+def test_tiny_profile_trains_without_activation_checkpointing():
+    from helpers.settings import get_settings
+
+    assert get_settings("tiny").llm_activation_checkpointing is False
+    assert build.PretrainRecipe.from_settings(get_settings("tiny")).activation_checkpointing is False
+    assert get_settings("tiny", llm_activation_checkpointing=True).llm_activation_checkpointing is True
 
 
 def test_full_precision_stage_model_turns_tf32_off(tiny_model_dir):

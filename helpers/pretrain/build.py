@@ -62,6 +62,7 @@ class PretrainRecipe:
     vit_lr_mult: float
     batch_size: int
     seed: int
+    activation_checkpointing: bool = True  # stages 1-2: the LLM's activations recomputed in backward (same maths)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "PretrainRecipe":
@@ -77,7 +78,7 @@ class PretrainRecipe:
                    stage1_epochs=settings.pretrain_stage1_epochs, stage1_lr=settings.pretrain_stage1_lr,
                    stage2_epochs=settings.pretrain_stage2_epochs, stage2_lr=settings.pretrain_stage2_lr,
                    vit_lr_mult=settings.pretrain_vit_lr_mult, batch_size=settings.pretrain_batch_size,
-                   seed=settings.seed)
+                   seed=settings.seed, activation_checkpointing=settings.llm_activation_checkpointing)
 
 
 MANIFEST = "pretrain.json"  # written into the base model dir: fingerprint, losses, timings
@@ -158,7 +159,8 @@ def _xtuner_stages(recipe, data, work, stage0_dir, out, progress, losses: dict, 
         config = write_stage_config(work / f"{name}.py", title, start, data_json, data["root"], work / name,
                                     freeze_llm=freeze_llm, freeze_vit=freeze_vit, n_samples=n_samples,
                                     batch_size=recipe.batch_size, max_epochs=epochs, lr=lr,
-                                    vit_lr_mult=recipe.vit_lr_mult, seed=recipe.seed)
+                                    vit_lr_mult=recipe.vit_lr_mult, seed=recipe.seed,
+                                    activation_checkpointing=recipe.activation_checkpointing)
         stages[name] = _run_xtuner_stage(name, config, work / name, model_out, progress)
         losses[name] = stages[name].pop("loss")
         seconds[name] = round(time.time() - t, 1)
