@@ -33,7 +33,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from helpers.settings import REPO_ROOT, XTUNER_SYSTEM_PROMPT, Settings
+from helpers.settings import REPO_ROOT, XTUNER_SYSTEM_PROMPT, Settings, repo_relative
 from helpers.pretrain.stage_config import write_stage_config
 from helpers.pretrain.stage_data import make_shapes_dataset, warmup_texts
 from helpers.pretrain.warmup import language_warmup, vision_warmup
@@ -198,7 +198,7 @@ def build_base(settings: Settings, force: bool = False, progress: bool = True) -
     out = settings.tiny_base_model_path
     manifest = read_manifest(out)
     if not force and manifest and manifest.get("fingerprint") == key and (out / "model.safetensors").is_file():
-        print(f"Base model up to date: {out} (built in {manifest['seconds']['total']:.0f} s); "
+        print(f"Base model up to date: {repo_relative(out)} (built in {manifest['seconds']['total']:.0f} s); "
               f"pass force=True to rebuild.")
         return dict(manifest, skipped=True)
 
