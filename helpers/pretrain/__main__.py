@@ -53,9 +53,13 @@ def summarize(settings, info: dict, n: int = 12) -> dict:
     report = checks.attribute_report(base, tok, info["data"]["heldout"], n=n)
     food = checks.food_summary(checks.ask_about_foods(base, tok, info["data"]["heldout_food"], info["data"]["root"]))
     verdicts = checks.base_verdicts(report, food)
+    logs = {name: settings.runs_dir / "pretrain" / name / "train.log" for name in ("stage1", "stage2")}
     return dict(passed=all(verdicts.values()), checks=verdicts, base=str(settings.tiny_base_model_path),
                 trained_on=settings.device, skipped=info["skipped"], built=info.get("built"),
                 precision=info.get("precision"), seconds=info["seconds"],
+                # what `xtuner train` itself logged: FullPrecisionInternVL turns TF32 off in that process
+                xtuner_full_fp32={n: "Full fp32 matmuls" in p.read_text(encoding="utf-8", errors="replace")
+                                  for n, p in logs.items() if p.is_file()},
                 accuracy={mode: r["accuracy"] for mode, r in report.items()},
                 fluency=round(checks.caption_fluency(report), 3),
                 food={k: food[k] for k in ("photos", "exact", "dish_names", "named_counts")})
