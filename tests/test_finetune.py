@@ -575,3 +575,40 @@ def test_iteration_times_undo_mmengine_moving_average():
     assert rows[9]["time"] > 1.0 and max(got[2:]) < 0.8  # the logged average hides how fast the steps are
     with pytest.raises(ValueError, match="every iteration"):
         logs.iteration_times(rows[1:])
+
+
+def test_shown_config_and_commands_use_repository_relative_paths(tmp_path, monkeypatch):
+    """Notebook 05 shows the config and commands relative to the repository; the file keeps absolute paths."""
+    pytest.importorskip("mmengine")
+    from mmengine.config import Config
+
+    from helpers.settings import REPO_ROOT, get_settings, repo_relative_text
+
+    S = get_settings("tiny")
+    model, run = REPO_ROOT / "artifacts" / "models" / "m", REPO_ROOT / "artifacts" / "runs" / "tiny" / "r"
+    recipe = xtuner_config.Recipe.from_settings(S, n_train=100, name="course")
+    text = xtuner_config.render_config(S, model, _train_json(tmp_path, 100), REPO_ROOT / "artifacts" / "data",
+                                       run / "work", recipe=recipe)
+    assert f"path = '{model}'" in text  # the file written: absolute
+    shown = repo_relative_text(text)
+    assert str(REPO_ROOT) not in shown and "path = 'artifacts/models/m'" in shown
+    (tmp_path / "shown.py").write_text(shown, encoding="utf-8")
+    monkeypatch.chdir(REPO_ROOT)  # where learners run it: the relative paths name the same files
+    cfg = Config.fromfile(str(tmp_path / "shown.py"))
+    assert (REPO_ROOT / cfg.path).resolve() == model.resolve() and (REPO_ROOT / cfg.work_dir) == run / "work"
+    assert finetune.launch_command(run / "work.py", run / "work") == \
+        "xtuner train artifacts/runs/tiny/r/work.py --work-dir artifacts/runs/tiny/r/work"
+
+
+def test_describe_run_names_the_recipe_and_relative_folders(tmp_path):
+    from helpers.settings import REPO_ROOT, get_settings
+
+    S = get_settings("tiny")
+    recipe = xtuner_config.Recipe.from_settings(S, n_train=100, name="course")
+    run = REPO_ROOT / "artifacts" / "runs" / "tiny" / "r"
+    text = xtuner_config.describe_run(S, recipe, run, run / "work.py")
+    assert text.splitlines()[0].startswith("speed recipe 'course': micro-batch 4 x accumulation 1")
+    assert "LLM activation checkpointing False" in text  # the tiny profile's choice
+    assert "run folder: artifacts/runs/tiny/r\nconfig:     artifacts/runs/tiny/r/work.py" in text
+    assert f"{recipe.max_iters} iterations on one device ({recipe.iters_per_epoch} per epoch x 10 epochs)" in text
+    assert "  note: llm_activation_checkpointing = False (course recipe: True)" in text

@@ -32,3 +32,11 @@ def test_printed_paths_are_relative_to_the_repository(tmp_path):
     assert repo_relative(tmp_path) == str(tmp_path)  # outside the repository: as it is
     text = get_settings("tiny").describe()
     assert str(REPO_ROOT) not in text and "model=artifacts/models/" in text
+
+
+def test_repo_relative_text_shortens_only_paths_in_the_repository(tmp_path):
+    from helpers.settings import repo_relative_text
+
+    text = f"xtuner train {REPO_ROOT}/artifacts/runs/a.py --work-dir {tmp_path}/w\npath = '{REPO_ROOT}/artifacts/m'"
+    assert repo_relative_text(text) == f"xtuner train artifacts/runs/a.py --work-dir {tmp_path}/w\npath = 'artifacts/m'"
+    assert repo_relative_text("no path here") == "no path here"
