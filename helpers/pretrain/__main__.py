@@ -45,6 +45,10 @@ def summarize(settings, info: dict, n: int = 12) -> dict:
 
     Returns:
         ``checks`` (name -> passed), ``passed``, the accuracies, fluency and food findings, and the build's record.
+
+    Example:
+        >>> summarize(settings, build_base(settings))["passed"]   # doctest: +SKIP
+        True
     """
     from helpers.models import load_model
     from helpers.pretrain import checks

@@ -103,6 +103,9 @@ MIN_FLUENCY = 0.9  # share of captions in the training sentence pattern
 def chance_levels() -> dict:
     """Accuracy of a uniform random guess per attribute: 1 / the number of values it takes.
 
+    Returns:
+        ``{attribute: chance}`` for colour, shape, count and position.
+
     Example:
         >>> chance_levels()["shape"]
         0.2
@@ -134,6 +137,12 @@ def attribute_report(model, tokenizer, heldout_json, n: int = 12) -> dict:
 def attribute_table(report: dict) -> list:
     """Rows for notebook 02: accuracy per attribute in each mode, then the random-guess row (Chinese headers).
 
+    Args:
+        report: :func:`attribute_report`'s result.
+
+    Returns:
+        One row per mode (方式 and the accuracies), then 随机猜测 with :func:`chance_levels`, rounded.
+
     Example:
         >>> r = {"caption": {"accuracy": {"colour": 0.5}}}
         >>> attribute_table(r)[-1]
@@ -146,18 +155,46 @@ def attribute_table(report: dict) -> list:
 
 
 def above_chance(report: dict) -> dict:
-    """``{mode: [attributes scored above a random guess]}``."""
+    """The attributes each mode scored above a random guess.
+
+    Args:
+        report: :func:`attribute_report`'s result.
+
+    Returns:
+        ``{mode: [attribute, ...]}``.
+
+    Example:
+        >>> above_chance({"questions": {"accuracy": {"colour": 0.5, "shape": 0.1}}})
+        {'questions': ['colour']}
+    """
     chance = chance_levels()
     return {mode: [a for a, v in r["accuracy"].items() if v > chance[a]] for mode, r in report.items()}
 
 
 def captions(report: dict) -> dict:
-    """``{image: the base's description}`` from the caption mode of :func:`attribute_report`."""
+    """The base's description of each scene, from the caption mode of :func:`attribute_report`.
+
+    Args:
+        report: :func:`attribute_report`'s result.
+
+    Returns:
+        ``{image: description}``.
+
+    Example:
+        >>> captions({"caption": {"answers": [{"image": "a.jpg", "answer": "图中有一个红色的圆形。"}]}})
+        {'a.jpg': '图中有一个红色的圆形。'}
+    """
     return {r["image"]: r["answer"] for r in report["caption"]["answers"]}
 
 
 def caption_fluency(report: dict) -> float:
     """Share of the base's descriptions that follow the training sentence pattern (:data:`CAPTION_TEMPLATE`).
+
+    Args:
+        report: :func:`attribute_report`'s result (its caption mode is read).
+
+    Returns:
+        A share between 0 and 1.
 
     Example:
         >>> caption_fluency({"caption": {"answers": [{"image": "a", "answer": "图中有两个红色的圆形，位于左边，背景是米色。"},
@@ -181,6 +218,10 @@ def caption_examples(report: dict, heldout_json, n_images: int = 4, n_questions:
 
     Returns:
         Lines of text (the first one empty, to set them apart from the table).
+
+    Example:
+        >>> for line in caption_examples(report, info["data"]["heldout"]):   # doctest: +SKIP
+        ...     print(line)
     """
     from helpers.pretrain.scenes import caption
 
@@ -241,6 +282,10 @@ def food_summary(food: dict) -> dict:
         ``photos``, ``answers`` (counts), ``exact`` (descriptions equal to the photo's true looks),
         ``described`` and ``named`` (the answers to each question, in record order), ``dish_names``
         (catalogue names said anywhere, sorted) and ``named_counts`` (the four most frequent name answers).
+
+    Example:
+        >>> food_summary(ask_about_foods(base, tok, heldout_food, root))["dish_names"]   # doctest: +SKIP
+        []
     """
     from collections import Counter
 
@@ -265,6 +310,10 @@ def base_verdicts(report: dict, food: dict) -> dict:
 
     Returns:
         ``{"colour_<mode>": ..., "fluent_captions": ..., "food_described": ..., "no_dish_names": ...}``.
+
+    Example:
+        >>> all(base_verdicts(report, food_summary(food)).values())   # doctest: +SKIP
+        True
     """
     out = {f"colour_{mode}": r["accuracy"]["colour"] >= MIN_COLOUR for mode, r in report.items()}
     out["fluent_captions"] = caption_fluency(report) >= MIN_FLUENCY
