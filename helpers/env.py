@@ -105,3 +105,42 @@ def quiet_logs() -> list:
         get_logger("lmdeploy").setLevel("ERROR")
         done.append("lmdeploy")
     return done
+
+
+def full_fp32_matmuls() -> dict:
+    """Run this process's fp32 matmuls and convolutions in full fp32 on CUDA (no TF32); return the flags.
+
+    PyTorch lets cuDNN convolutions use TF32 by default (``torch.backends.cudnn.allow_tf32`` is
+    True; InternViT's patch embedding is a convolution), and a library may switch matmuls to TF32
+    too. TF32 keeps 10 mantissa bits, so a small fp32 model trained on an Ampere or newer GPU
+    follows another path than on a CPU: notebook 02's pre-training stages call this so the
+    miniature learns on a GPU what it learns on a CPU. The flags do nothing on a CPU.
+
+    Returns:
+        :func:`fp32_matmul_flags` after the change.
+
+    Example:
+        >>> full_fp32_matmuls()["cudnn_allow_tf32"]
+        False
+    """
+    torch = need("torch", "full fp32 matmuls")
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.set_float32_matmul_precision("highest")
+    return fp32_matmul_flags()
+
+
+def fp32_matmul_flags() -> dict:
+    """The torch flags that decide whether fp32 matmuls and convolutions may use TF32 on CUDA.
+
+    Returns:
+        ``{"cuda_matmul_allow_tf32": bool, "cudnn_allow_tf32": bool, "float32_matmul_precision": str}``.
+
+    Example:
+        >>> sorted(fp32_matmul_flags())
+        ['cuda_matmul_allow_tf32', 'cudnn_allow_tf32', 'float32_matmul_precision']
+    """
+    torch = need("torch", "reading the fp32 matmul flags")
+    return {"cuda_matmul_allow_tf32": bool(torch.backends.cuda.matmul.allow_tf32),
+            "cudnn_allow_tf32": bool(torch.backends.cudnn.allow_tf32),
+            "float32_matmul_precision": torch.get_float32_matmul_precision()}

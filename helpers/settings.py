@@ -214,6 +214,25 @@ def repo_relative(path) -> str:
     return str(path)
 
 
+def repo_relative_text(text: str) -> str:
+    """``text`` with every path inside the repository written relative to it (a config or command shown to learners).
+
+    The course's commands run from the repository root, so the shortened paths still work there;
+    paths outside the repository are left as they are.
+
+    Args:
+        text: any text (a rendered config, a command line).
+
+    Returns:
+        The text with the repository root and the separator after it removed wherever a path starts with it.
+
+    Example:
+        >>> repo_relative_text(f"xtuner train {REPO_ROOT}/artifacts/runs/x.py --work-dir /tmp/w")
+        'xtuner train artifacts/runs/x.py --work-dir /tmp/w'
+    """
+    return text.replace(f"{REPO_ROOT}{os.sep}", "")
+
+
 def _config_value(model_dir: Path, key: str):
     """``key`` of ``model_dir/config.json``, or None when there is no such file or key."""
     import json
@@ -295,6 +314,7 @@ def get_settings(profile: str | None = None, **overrides) -> Settings:
             dataloader_num_workers=0,  # worker processes only add start-up time on 2 cores
             lr=1e-3,  # the recipe's 3e-5 leaves a tiny-width model's loss near its start (measured)
             accumulative_counts=1,  # twice the optimizer steps of accumulation 2, in the same time (times: benchmarks/README.md)
+            llm_activation_checkpointing=False,  # a tiny model's activations are small: recomputing them only costs time
         )
     from_env = _env_overrides()
     values.update(from_env)

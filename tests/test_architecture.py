@@ -95,3 +95,28 @@ def test_markdown_table():
     assert text.splitlines() == ["| a | b |", "|---|---|", "| 1 | 2 |", "| 3 |  |"]
     with pytest.raises(ValueError):
         A.markdown_table([])
+
+
+def test_v15_component_table_counts_the_published_model():
+    rows = A.v15_component_table()
+    assert [r["部分"] for r in rows] == ["视觉编码器", "投影器 mlp1", "语言模型", "合计"]
+    assert rows[0]["结构"] == "45 层，宽 3200，patch 14，输入 448 px" and rows[0]["参数"] == "5.54B"
+    assert rows[-1]["参数"] == f"{reference_configs.PUBLISHED_SIZES_B['InternVL-Chat-V1-5']:.2f}B"
+    assert rows[1]["结构"].startswith("LayerNorm(12800)")
+
+
+def test_tiling_table_rows_follow_the_tiling_rules():
+    rows = A.tiling_table([(4032, 3024), (448, 448)], max_nums=(6, 12))
+    assert [(r["照片"], r["max_num"]) for r in rows] == [("4032x3024", 6), ("4032x3024", 12), ("448x448", 6),
+                                                        ("448x448", 12)]
+    assert rows[1] == {"照片": "4032x3024", "宽/高": 1.33, "max_num": 12, "网格 列x行": "4x3", "图块(含缩略图)": 13,
+                       "视觉 token": 13 * 256}
+    assert rows[2]["图块(含缩略图)"] == 1 and rows[2]["视觉 token"] == 256  # one tile: no thumbnail
+
+
+def test_demo_max_num_is_the_checkpoints_own(tmp_path):
+    from types import SimpleNamespace
+
+    (tmp_path / "config.json").write_text(json.dumps({"max_dynamic_patch": 6}))
+    assert A.demo_max_num(SimpleNamespace(profile="tiny", tiny_model_path=tmp_path, max_dynamic_patch=1)) == 6
+    assert A.demo_max_num(SimpleNamespace(profile="full", tiny_model_path=tmp_path, max_dynamic_patch=12)) == 12

@@ -31,3 +31,26 @@ def test_quiet_logs_silences_transformers_bars_and_info():
     finally:
         transformers.logging.set_verbosity(level)
         transformers.logging.enable_progress_bar()
+
+
+@pytest.fixture
+def tf32_on():
+    """TF32 allowed everywhere (what a library may set), restored afterwards."""
+    torch = pytest.importorskip("torch")
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.get_float32_matmul_precision())
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    torch.set_float32_matmul_precision("high")
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved[:2]
+    torch.set_float32_matmul_precision(saved[2])
+
+
+def test_full_fp32_matmuls_turns_tf32_off(tf32_on):
+    from helpers.env import fp32_matmul_flags, full_fp32_matmuls
+
+    assert fp32_matmul_flags() == {"cuda_matmul_allow_tf32": True, "cudnn_allow_tf32": True,
+                                   "float32_matmul_precision": "high"}
+    off = {"cuda_matmul_allow_tf32": False, "cudnn_allow_tf32": False, "float32_matmul_precision": "highest"}
+    assert full_fp32_matmuls() == off
+    assert fp32_matmul_flags() == off  # read back from torch, not only returned

@@ -308,6 +308,45 @@ def test_llm_activation_checkpointing_switch(tiny_model_dir, checkpointing):
             dist.destroy_process_group()
 
 
+def test_activation_checkpointing_keeps_the_loss_and_gradients(tiny_model_dir):
+    """The tiny profile trains without it: recomputation must not change what is learnt (LoRA dropout included)."""
+    pytest.importorskip("xtuner")
+    import torch
+    import torch.distributed as dist
+    from peft import LoraConfig
+
+    from helpers.train.xtuner_compat import CourseInternVL
+
+    runs = {}
+    try:
+        for checkpointing in (True, False):
+            torch.manual_seed(0)
+            model = CourseInternVL(model_path=str(tiny_model_dir), freeze_llm=True, freeze_visual_encoder=True,
+                                   activation_checkpointing=checkpointing,
+                                   llm_lora=LoraConfig(r=4, lora_alpha=8, lora_dropout=0.05, task_type="CAUSAL_LM"))
+            llm = model.model.language_model.train()
+            assert any(getattr(m, "gradient_checkpointing", False) for m in llm.modules()) is checkpointing
+            for name, p in llm.named_parameters():  # LoRA's B starts at zero: values make A's gradients count
+                if "lora_B" in name:
+                    torch.nn.init.normal_(p, std=0.05)
+            torch.manual_seed(1)
+            ids = torch.randint(3, 1000, (2, 24))
+            losses = []
+            for _ in range(2):  # two steps: dropout masks drawn twice from the same RNG stream
+                loss = llm(input_ids=ids, labels=ids).loss
+                loss.backward()
+                losses.append(float(loss.detach()))
+            runs[checkpointing] = losses, {n: p.grad.clone() for n, p in llm.named_parameters() if p.grad is not None}
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    (loss_on, grads_on), (loss_off, grads_off) = runs[True], runs[False]
+    assert loss_on == loss_off
+    assert grads_on.keys() == grads_off.keys() and any("lora_A" in n for n in grads_on)
+    for name in grads_on:
+        assert torch.allclose(grads_on[name], grads_off[name], rtol=1e-5, atol=1e-7), name
+
+
 def test_aligned_lm_head_gives_the_same_logits_and_gradients(tiny_model_dir):
     pytest.importorskip("xtuner")
     import torch
@@ -536,3 +575,40 @@ def test_iteration_times_undo_mmengine_moving_average():
     assert rows[9]["time"] > 1.0 and max(got[2:]) < 0.8  # the logged average hides how fast the steps are
     with pytest.raises(ValueError, match="every iteration"):
         logs.iteration_times(rows[1:])
+
+
+def test_shown_config_and_commands_use_repository_relative_paths(tmp_path, monkeypatch):
+    """Notebook 05 shows the config and commands relative to the repository; the file keeps absolute paths."""
+    pytest.importorskip("mmengine")
+    from mmengine.config import Config
+
+    from helpers.settings import REPO_ROOT, get_settings, repo_relative_text
+
+    S = get_settings("tiny")
+    model, run = REPO_ROOT / "artifacts" / "models" / "m", REPO_ROOT / "artifacts" / "runs" / "tiny" / "r"
+    recipe = xtuner_config.Recipe.from_settings(S, n_train=100, name="course")
+    text = xtuner_config.render_config(S, model, _train_json(tmp_path, 100), REPO_ROOT / "artifacts" / "data",
+                                       run / "work", recipe=recipe)
+    assert f"path = '{model}'" in text  # the file written: absolute
+    shown = repo_relative_text(text)
+    assert str(REPO_ROOT) not in shown and "path = 'artifacts/models/m'" in shown
+    (tmp_path / "shown.py").write_text(shown, encoding="utf-8")
+    monkeypatch.chdir(REPO_ROOT)  # where learners run it: the relative paths name the same files
+    cfg = Config.fromfile(str(tmp_path / "shown.py"))
+    assert (REPO_ROOT / cfg.path).resolve() == model.resolve() and (REPO_ROOT / cfg.work_dir) == run / "work"
+    assert finetune.launch_command(run / "work.py", run / "work") == \
+        "xtuner train artifacts/runs/tiny/r/work.py --work-dir artifacts/runs/tiny/r/work"
+
+
+def test_describe_run_names_the_recipe_and_relative_folders(tmp_path):
+    from helpers.settings import REPO_ROOT, get_settings
+
+    S = get_settings("tiny")
+    recipe = xtuner_config.Recipe.from_settings(S, n_train=100, name="course")
+    run = REPO_ROOT / "artifacts" / "runs" / "tiny" / "r"
+    text = xtuner_config.describe_run(S, recipe, run, run / "work.py")
+    assert text.splitlines()[0].startswith("speed recipe 'course': micro-batch 4 x accumulation 1")
+    assert "LLM activation checkpointing False" in text  # the tiny profile's choice
+    assert "run folder: artifacts/runs/tiny/r\nconfig:     artifacts/runs/tiny/r/work.py" in text
+    assert f"{recipe.max_iters} iterations on one device ({recipe.iters_per_epoch} per epoch x 10 epochs)" in text
+    assert "  note: llm_activation_checkpointing = False (course recipe: True)" in text

@@ -28,3 +28,18 @@ def test_real_data_that_is_missing_is_never_drawn(tmp_path):
     with pytest.raises(FileNotFoundError, match="FOODIEQA_ROOT"):
         prepare.ensure_data(_settings(tmp_path, synthetic=False))
     assert not any(tmp_path.iterdir())
+
+
+def test_example_photos_pick_the_nearest_to_4_3_and_the_widest(tmp_path):
+    from PIL import Image
+
+    S = _settings(tmp_path)
+    sizes = {"a.jpg": (160, 120), "b.jpg": (300, 100), "c.jpg": (100, 100), "d.jpg": (161, 120)}
+    for name, size in sizes.items():
+        Image.new("RGB", size, "white").save(tmp_path / name)
+    S.sivqa_file.write_text(json.dumps([{"food_meta": {"food_file": n}} for n in sizes]))
+    a, b = prepare.example_photos(S)
+    assert (a.size, b.size) == ((160, 120), (300, 100))  # 1.33 is nearer to 4:3 than 1.34
+    S.sivqa_file.write_text(json.dumps([{"food_meta": {"food_file": "c.jpg"}}]))  # one aspect: draw two
+    a, b = prepare.example_photos(S)
+    assert (a.size, b.size) == ((896, 672), (896, 299))

@@ -108,6 +108,44 @@ def test_stage_config_parses_in_xtuner(tmp_path):
     model_type = getattr(model_type, "build", lambda: model_type)()  # LazyObject -> the class
     assert model_type.__name__ == "FullPrecisionInternVL"
     assert parsed.model["freeze_llm"] is False
+    assert parsed.model["activation_checkpointing"] is True  # XTuner's default unless the recipe says otherwise
+    off = stage_config.write_stage_config(tmp_path / "s3.py", "t", "/m", "/d.json", "/imgs", tmp_path / "w",
+                                          freeze_llm=True, freeze_vit=True, n_samples=40, batch_size=8, max_epochs=1,
+                                          lr=5e-4, activation_checkpointing=False)
+    assert Config.fromfile(str(off)).model["activation_checkpointing"] is False
+    assert "\nactivation_checkpointing =" not in off.read_text()  # mmengine's Runner would read it as a module list
+
+
+def test_tiny_profile_trains_without_activation_checkpointing():
+    from helpers.settings import get_settings
+
+    assert get_settings("tiny").llm_activation_checkpointing is False
+    assert build.PretrainRecipe.from_settings(get_settings("tiny")).activation_checkpointing is False
+    assert get_settings("tiny", llm_activation_checkpointing=True).llm_activation_checkpointing is True
+
+
+def test_full_precision_stage_model_turns_tf32_off(tiny_model_dir):
+    """Stages 1-2 build this class inside `xtuner train`: building it is what turns TF32 off there."""
+    pytest.importorskip("xtuner")
+    import torch
+    import torch.distributed as dist
+
+    from helpers.env import fp32_matmul_flags
+    from helpers.train.xtuner_compat import FullPrecisionInternVL
+
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.get_float32_matmul_precision())
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    torch.set_float32_matmul_precision("high")
+    try:
+        model = FullPrecisionInternVL(model_path=str(tiny_model_dir), freeze_llm=True, freeze_visual_encoder=True)
+        assert fp32_matmul_flags() == {"cuda_matmul_allow_tf32": False, "cudnn_allow_tf32": False,
+                                       "float32_matmul_precision": "highest"}
+        assert all(p.dtype == torch.float32 for p in model.parameters())
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved[:2]
+        torch.set_float32_matmul_precision(saved[2])
+        if dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def test_fingerprint_follows_the_recipe(tiny_model_dir):
@@ -279,3 +317,75 @@ def test_stage_table_and_freeze_flags(tmp_path):
     (tmp_path / "pretrain" / "stage1.py").write_text("freeze_llm = True\nfreeze_visual_encoder = True\n")
     ((found, expected),) = stage_freeze_flags(S, info).values()
     assert found == expected
+
+
+def _fake_report(colour=(0.5, 0.25), caption="图中有两个红色的圆形，位于左边，背景是米色。"):
+    answers = [{"image": "images/0001.jpg", "attribute": "colour", "question": "q", "answer": caption, "right": True}]
+    return {"caption": {"accuracy": {"colour": colour[0], "shape": 0.1}, "answers": answers},
+            "questions": {"accuracy": {"colour": colour[1], "shape": 0.3}, "answers": answers}}
+
+
+def test_attribute_table_chance_and_fluency():
+    report = _fake_report()
+    chance = checks.chance_levels()
+    assert chance["colour"] == 1 / len(scenes.COLOURS) and set(chance) == {"colour", "shape", "count", "position"}
+    rows = checks.attribute_table(report)
+    assert [r["方式"] for r in rows] == ["caption", "questions", "随机猜测"]
+    assert rows[-1] == {"方式": "随机猜测", "colour": round(chance["colour"], 3), "shape": round(chance["shape"], 3)}
+    assert checks.above_chance(report) == {"caption": ["colour"], "questions": ["colour", "shape"]}
+    assert checks.caption_fluency(report) == 1.0
+    assert checks.caption_fluency(_fake_report(caption="红色的圆形")) == 0.0
+
+
+def test_base_verdicts_fail_on_each_check():
+    food = {"described": ["这是一道菜：红色的汤。"], "dish_names": []}
+    assert all(checks.base_verdicts(_fake_report(colour=(0.5, 0.5)), food).values())
+    failed = checks.base_verdicts(_fake_report(colour=(0.5, 0.25)), food)  # issue 15: 0.25 in question mode
+    assert failed == {"colour_caption": True, "colour_questions": False, "fluent_captions": True,
+                      "food_described": True, "no_dish_names": True}
+    assert not checks.base_verdicts(_fake_report(caption="红色"), food)["fluent_captions"]
+    assert not checks.base_verdicts(_fake_report(), dict(food, dish_names=["麻婆豆腐"]))["no_dish_names"]
+    assert not checks.base_verdicts(_fake_report(), dict(food, described=["图中画的是星形。"]))["food_described"]
+
+
+def test_caption_examples_and_food_checks_on_the_tiny_model(tiny_model, tmp_path):
+    from PIL import Image
+
+    from helpers.tiling import tile_count
+
+    model, tok = tiny_model
+    data = stage_data.make_shapes_dataset(tmp_path / "d", n_images=1, n_heldout=2, seed=3, size=112)
+    report = {"caption": checks.check_attributes(model, tok, data["heldout"], n=2, mode="caption", max_new_tokens=4),
+              "questions": checks.check_attributes(model, tok, data["heldout"], n=1, mode="questions", max_new_tokens=4)}
+    lines = checks.caption_examples(report, data["heldout"], n_images=1, n_questions=2)
+    assert lines[0] == "" and "真实: 图中有" in lines[1] and len(lines) == 1 + 1 + 2
+    records = []
+    for i in range(2):
+        dish, img = stage_data.draw_food(i, seed=0, long_side=112)
+        img.save(tmp_path / f"f{i}.jpg")
+        records.append({"image": f"f{i}.jpg", "dish": dish.key, "looks": dish.looks})
+    (tmp_path / "heldout_food.json").write_text(json.dumps(records, ensure_ascii=False), encoding="utf-8")
+    food = checks.ask_about_foods(model, tok, tmp_path / "heldout_food.json", tmp_path, max_new_tokens=4)
+    assert set(food["answers"]) == {"f0.jpg", "f1.jpg"} and all(len(a) == 2 for a in food["answers"].values())
+    assert food["tiles"] == {r["image"]: tile_count(*Image.open(tmp_path / r["image"]).size,
+                                                    max_num=model.config.max_dynamic_patch) for r in records}
+    summary = checks.food_summary(food)
+    assert (summary["photos"], summary["answers"]) == (2, 4) and 0 <= summary["exact"] <= 2
+    assert summary["described"] == [food["answers"][r["image"]][0] for r in records]
+    assert sum(summary["named_counts"].values()) <= 2
+
+
+def test_cli_refuses_bad_input_without_a_traceback(tmp_path):
+    import subprocess
+    import sys
+
+    from helpers.pretrain.__main__ import main
+    from helpers.settings import REPO_ROOT
+
+    (tmp_path / "file").write_text("x")
+    assert main(["--out", str(tmp_path / "file")]) == 2
+    assert main(["--out", str(tmp_path / "o"), "--tiny", str(tmp_path / "no-tiny-here")]) == 2
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO_ROOT), "HOME": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-m", "helpers.pretrain", "--out", str(tmp_path / "file")],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 2 and "is a file" in done.stderr and "Traceback" not in done.stderr

@@ -41,3 +41,11 @@ def test_an_artifacts_folder_outside_the_repository_is_shown_by_its_variable(tmp
     assert shown == "$INTERNVL_ARTIFACTS/models/tiny" and str(tmp_path) not in shown
     assert str(tmp_path) not in get_settings("tiny").describe()
     assert repo_relative(REPO_ROOT / "notebooks") == "notebooks"
+
+
+def test_repo_relative_text_shortens_only_paths_in_the_repository(tmp_path):
+    from helpers.settings import repo_relative_text
+
+    text = f"xtuner train {REPO_ROOT}/artifacts/runs/a.py --work-dir {tmp_path}/w\npath = '{REPO_ROOT}/artifacts/m'"
+    assert repo_relative_text(text) == f"xtuner train artifacts/runs/a.py --work-dir {tmp_path}/w\npath = 'artifacts/m'"
+    assert repo_relative_text("no path here") == "no path here"

@@ -247,3 +247,95 @@ def markdown_table(rows: list, columns: list | None = None) -> str:
     for row in rows:
         lines.append("| " + " | ".join(str(row.get(c, "")) for c in columns) + " |")
     return "\n".join(lines)
+
+
+def show(rows: list, columns: list | None = None) -> None:
+    """Display rows as a Markdown table in a notebook (:func:`markdown_table`).
+
+    Args:
+        rows: a list of dicts, one per row.
+        columns: the columns in order (default: the first row's keys).
+
+    Example:
+        >>> show([{"部分": "mlp1", "参数": "0.02M"}])   # doctest: +SKIP
+    """
+    from IPython.display import Markdown, display
+
+    display(Markdown(markdown_table(rows, columns)))
+
+
+def v15_component_table(config: dict | None = None) -> list:
+    """Notebook 02's table of InternVL 1.5: each part's model, structure and parameters (Chinese headers).
+
+    Args:
+        config: an InternVL-Chat-V1-5 config dict (default: the published one in :data:`REFERENCE_CONFIGS`).
+
+    Returns:
+        Rows with 部分, 模型, 结构, 参数: vision encoder, projector, language model and the total.
+
+    Example:
+        >>> v15_component_table()[-1]["参数"]
+        '25.51B'
+    """
+    config = config or REFERENCE_CONFIGS["InternVL-Chat-V1-5"]
+    counts, vc, lc = count_parameters(config), config["vision_config"], config["llm_config"]
+    return [
+        {"部分": "视觉编码器", "模型": INTERNVL_1_5["vision_encoder"],
+         "结构": f"{vc['num_hidden_layers']} 层，宽 {vc['hidden_size']}，patch {vc['patch_size']}，输入 {vc['image_size']} px",
+         "参数": f"{counts['vision_model'] / 1e9:.2f}B"},
+        {"部分": "投影器 mlp1", "模型": "MLP",
+         "结构": f"LayerNorm({4 * vc['hidden_size']}) → Linear → GELU → Linear({lc['hidden_size']})",
+         "参数": f"{counts['mlp1'] / 1e6:.2f}M"},
+        {"部分": "语言模型", "模型": INTERNVL_1_5["llm"],
+         "结构": f"{lc['num_hidden_layers']} 层，宽 {lc['hidden_size']}，词表 {lc['vocab_size']}",
+         "参数": f"{counts['language_model'] / 1e9:.2f}B"},
+        {"部分": "合计", "模型": INTERNVL_1_5["model"], "结构": "", "参数": f"{counts['total'] / 1e9:.2f}B"},
+    ]
+
+
+def tiling_table(sizes, max_nums=(6, 12)) -> list:
+    """Notebook 02's table of dynamic tiling: for each photo size and tile limit, the grid, tiles and image tokens.
+
+    Args:
+        sizes: ``(width, height)`` pairs.
+        max_nums: tile limits to compare (one row per size and limit).
+
+    Returns:
+        Rows with 照片, 宽/高, max_num, 网格 列x行, 图块(含缩略图), 视觉 token.
+
+    Example:
+        >>> tiling_table([(800, 600)], max_nums=(6,))[0]["网格 列x行"]
+        '3x2'
+    """
+    from helpers.tiling import choose_grid, image_tokens, tile_count
+
+    rows = []
+    for w, h in sizes:
+        for max_num in max_nums:
+            cols, rws = choose_grid(w, h, max_num=max_num)
+            rows.append({"照片": f"{w}x{h}", "宽/高": round(w / h, 2), "max_num": max_num, "网格 列x行": f"{cols}x{rws}",
+                         "图块(含缩略图)": tile_count(w, h, max_num=max_num),
+                         "视觉 token": image_tokens(w, h, max_num=max_num)})
+    return rows
+
+
+def demo_max_num(settings) -> int:
+    """The tile limit notebook 02's tiling demos use: the checkpoint's own.
+
+    InternVL2-2B's ``max_dynamic_patch`` (12) in the full profile; in the tiny profile the tiny
+    checkpoint's (6), not the base model's 1 tile per image, which is a CPU choice, not InternVL's.
+
+    Args:
+        settings: course settings.
+
+    Returns:
+        The tile limit.
+
+    Example:
+        >>> from helpers.settings import get_settings
+        >>> demo_max_num(get_settings("tiny")) in (6, 12)   # doctest: +SKIP
+        True
+    """
+    if settings.profile == "full":
+        return settings.max_dynamic_patch
+    return json.loads((Path(settings.tiny_model_path) / "config.json").read_text(encoding="utf-8"))["max_dynamic_patch"]

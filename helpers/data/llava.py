@@ -109,23 +109,6 @@ def _text_tokens(tokenizer, turns: list, system: str) -> int:
     return text
 
 
-def _image_row(img: str, w: int, h: int, tiling: dict) -> dict:
-    """One row of the images table: size, aspect, and the tiles and tokens InternVL makes of it."""
-    tile_count, image_tokens = _tiling()
-    return {"image": img, "width": w, "height": h, "aspect": round(w / h, 4),
-            "tiles": tile_count(w, h, **tiling), "image_tokens": image_tokens(w, h, **tiling)}
-
-
-def _group_tables(dish_rows: dict, cuisine_rows: dict) -> dict:
-    """``per_cuisine`` and ``per_dish`` rows, largest first (ties by name, so the order is stable)."""
-    return {
-        "per_cuisine": sorted(({"cuisine": c, "samples": r["samples"], "images": len(r["images"])}
-                               for c, r in cuisine_rows.items()), key=lambda r: (-r["samples"], r["cuisine"])),
-        "per_dish": sorted(({"dish": d, "cuisine": r["cuisine"], "samples": r["samples"], "images": len(r["images"])}
-                            for d, r in dish_rows.items()), key=lambda r: (-r["samples"], r["dish"])),
-    }
-
-
 def dataset_stats(records: list, image_root, tokenizer=None, settings=None, workers: int | None = 1) -> dict:
     """Tables for notebook 04: who is in the set, how big the images are, how long the samples are.
 
@@ -149,50 +132,88 @@ def dataset_stats(records: list, image_root, tokenizer=None, settings=None, work
         >>> stats["per_dish"][0]  # doctest: +SKIP
         {'dish': '烤羊肉串', 'cuisine': '新疆菜', 'samples': 18, 'images': 9}
     """
-    from helpers.settings import XTUNER_SYSTEM_PROMPT, get_settings
+    from helpers.settings import get_settings
 
     S = settings or get_settings()
     resolved = _resolve_images(records, image_root)
     infos = inspect_images([p for p in resolved.values() if p is not None], ImageLimits(), workers)
-    tiling = dict(min_num=S.min_dynamic_patch, max_num=S.max_dynamic_patch, image_size=S.image_size,
-                  use_thumbnail=S.use_thumbnail)
     images, samples = {}, []
-    dish_rows = defaultdict(lambda: {"samples": 0, "images": set(), "cuisine": None})
-    cuisine_rows = defaultdict(lambda: {"samples": 0, "images": set()})
-    qtypes = Counter()
-    markers = _count_tokens(tokenizer, IMAGE_MARKERS, False) if tokenizer is not None else None
-    system = XTUNER_SYSTEM.format(system=XTUNER_SYSTEM_PROMPT)
+    tally = _Tally()
+    count = _sample_counter(tokenizer)
     for rec in records:
         img = rec.get("image")
         img = img[0] if isinstance(img, list) else img
         info = infos.get(str(resolved.get(img)))
         if img not in images and info and info["upright"]:
-            images[img] = _image_row(img, *info["upright"], tiling)
-        turns = rec.get("conversations", [])
-        answer = next((t["value"] for t in turns if t.get("from") == "gpt"), "")
+            images[img] = _image_row(img, *info["upright"], S)
+        tally.add(rec, img)
+        samples.append(count(rec, img, images.get(img, {}).get("image_tokens")))
+    return _stats_tables(len(records), list(images.values()), samples, tally, S.max_length)
+
+
+def _image_row(img: str, w: int, h: int, settings) -> dict:
+    """One row of the ``images`` table: size, aspect and the tiles and image tokens of the settings' tiling."""
+    tile_count, image_tokens = _tiling()
+    tiling = dict(min_num=settings.min_dynamic_patch, max_num=settings.max_dynamic_patch,
+                  image_size=settings.image_size, use_thumbnail=settings.use_thumbnail)
+    return {"image": img, "width": w, "height": h, "aspect": round(w / h, 4),
+            "tiles": tile_count(w, h, **tiling), "image_tokens": image_tokens(w, h, **tiling)}
+
+
+def _answer(rec: dict) -> str:
+    return next((t["value"] for t in rec.get("conversations", []) if t.get("from") == "gpt"), "")
+
+
+class _Tally:
+    """Samples and images per dish and per cuisine, and samples per question type."""
+
+    def __init__(self):
+        self.dishes = defaultdict(lambda: {"samples": 0, "images": set(), "cuisine": None})
+        self.cuisines = defaultdict(lambda: {"samples": 0, "images": set()})
+        self.qtypes = Counter()
+
+    def add(self, rec: dict, img) -> None:
         meta = rec.get("meta") or {}
-        dish = meta.get("food_name") or split_answer(answer)[1] or "?"
+        dish = meta.get("food_name") or split_answer(_answer(rec))[1] or "?"
         cuisine = meta.get("cuisine") or "?"
-        for row in (dish_rows[dish], cuisine_rows[cuisine]):
+        for row in (self.dishes[dish], self.cuisines[cuisine]):
             row["samples"] += 1
             row["images"].add(img)
-        dish_rows[dish]["cuisine"] = cuisine
-        qtypes[meta.get("question_type") or "?"] += 1
+        self.dishes[dish]["cuisine"] = cuisine
+        self.qtypes[meta.get("question_type") or "?"] += 1
+
+
+def _sample_counter(tokenizer):
+    """``count(rec, img, image_tokens)`` -> one row of the ``samples`` table (token columns None without a tokenizer)."""
+    from helpers.settings import XTUNER_SYSTEM_PROMPT
+
+    markers = _count_tokens(tokenizer, IMAGE_MARKERS, False) if tokenizer is not None else None
+    system = XTUNER_SYSTEM.format(system=XTUNER_SYSTEM_PROMPT)
+
+    def count(rec: dict, img, image_tokens) -> dict:
+        answer = _answer(rec)
         row = {"id": rec.get("id"), "image": img, "answer_chars": len(answer), "answer_tokens": None,
-               "text_tokens": None, "image_tokens": images.get(img, {}).get("image_tokens"), "seq_tokens": None}
+               "text_tokens": None, "image_tokens": image_tokens, "seq_tokens": None}
         if tokenizer is not None:
             row["answer_tokens"] = _count_tokens(tokenizer, answer, False)
-            row["text_tokens"] = text = _text_tokens(tokenizer, turns, system)
-            if row["image_tokens"] is not None:
-                row["seq_tokens"] = text + markers + row["image_tokens"]
-        samples.append(row)
+            row["text_tokens"] = text = _text_tokens(tokenizer, rec.get("conversations", []), system)
+            if image_tokens is not None:
+                row["seq_tokens"] = text + markers + image_tokens
+        return row
 
-    img_rows = list(images.values())
+    return count
+
+
+def _stats_tables(n_records: int, img_rows: list, samples: list, tally: "_Tally", max_length: int) -> dict:
+    """The dict :func:`dataset_stats` returns, from its rows and tallies."""
     col = _column
     return {
-        "n_samples": len(records), "n_images": len(img_rows), "max_length": S.max_length,
-        **_group_tables(dish_rows, cuisine_rows),
-        "question_types": [{"question_type": q, "samples": n} for q, n in qtypes.most_common()],
+        "n_samples": n_records, "n_images": len(img_rows), "max_length": max_length,
+        "per_cuisine": sorted(({"cuisine": c, "samples": r["samples"], "images": len(r["images"])}
+                               for c, r in tally.cuisines.items()), key=lambda r: (-r["samples"], r["cuisine"])),
+        "per_dish": sorted(({"dish": d, "cuisine": r["cuisine"], "samples": r["samples"], "images": len(r["images"])}
+                            for d, r in tally.dishes.items()), key=lambda r: (-r["samples"], r["dish"])),
+        "question_types": [{"question_type": q, "samples": n} for q, n in tally.qtypes.most_common()],
         "answer_chars": _summary(col(samples, "answer_chars")),
         "answer_tokens": _summary(col(samples, "answer_tokens")),
         "image_width": _summary(col(img_rows, "width")), "image_height": _summary(col(img_rows, "height")),
@@ -200,7 +221,7 @@ def dataset_stats(records: list, image_root, tokenizer=None, settings=None, work
         "tiles_histogram": dict(sorted(Counter(col(img_rows, "tiles")).items())),
         "image_tokens": _summary(col(samples, "image_tokens")),
         "seq_tokens": _summary(col(samples, "seq_tokens")),
-        "over_max_length": sum(1 for v in col(samples, "seq_tokens") if v > S.max_length),
+        "over_max_length": sum(1 for v in col(samples, "seq_tokens") if v > max_length),
         "images": img_rows, "samples": samples,
     }
 

@@ -1,4 +1,4 @@
-"""Make sure the course's data exists: the FoodieQA file (drawn once when synthetic) and its LLaVA conversion.
+"""Make sure the course's data exists: the FoodieQA file (drawn once when synthetic) and its LLaVA conversion; example photos from it.
 
 Example:
     >>> from helpers.data.prepare import ensure_data
@@ -37,3 +37,38 @@ def ensure_data(settings, llava: bool = True) -> dict:
             print(foodieqa_to_llava(S.sivqa_file, S.data_root, S.llava_dir, S.synth_val_fraction, S.seed))
         paths.update(train=S.llava_dir / "train.json", val=S.llava_dir / "val.json")
     return paths
+
+
+def example_photos(settings) -> tuple:
+    """Two photos for notebook 02's tiling demos: the data set's photos closest to 4:3 and widest.
+
+    One photo per rounded aspect ratio is kept (the first in the file); without a data set, or
+    with fewer than two aspect ratios in it, two photos are drawn instead (4:3 and 3:1).
+
+    Args:
+        settings: course settings (``sivqa_file``, ``data_root``).
+
+    Returns:
+        ``(photo_a, photo_b)`` as PIL images: ``photo_a`` nearest to 4:3, ``photo_b`` the widest.
+
+    Example:
+        >>> photo_a, photo_b = example_photos(get_settings())   # doctest: +SKIP
+        >>> photo_b.width / photo_b.height >= photo_a.width / photo_a.height   # doctest: +SKIP
+        True
+    """
+    import json
+
+    from helpers.tiling import load_image
+
+    photos = {}
+    if settings.sivqa_file.exists():
+        for rec in json.loads(settings.sivqa_file.read_text(encoding="utf-8")):
+            img = load_image(settings.data_root / rec["food_meta"]["food_file"])
+            photos.setdefault(round(img.width / img.height, 2), img)
+    if len(photos) < 2:
+        from helpers.data.synth_draw import draw_photo
+        from helpers.foods import dish
+
+        photos = {1.33: draw_photo(dish("mapo_tofu"), 896, 672, seed=1),
+                  3.0: draw_photo(dish("peking_duck"), 896, 299, seed=2)}
+    return photos[min(photos, key=lambda r: abs(r - 4 / 3))], photos[max(photos)]

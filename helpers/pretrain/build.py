@@ -33,7 +33,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from helpers.settings import REPO_ROOT, XTUNER_SYSTEM_PROMPT, Settings
+from helpers.settings import REPO_ROOT, XTUNER_SYSTEM_PROMPT, Settings, repo_relative
 from helpers.pretrain.stage_config import write_stage_config
 from helpers.pretrain.stage_data import make_shapes_dataset, warmup_texts
 from helpers.pretrain.warmup import language_warmup, vision_warmup
@@ -62,6 +62,7 @@ class PretrainRecipe:
     vit_lr_mult: float
     batch_size: int
     seed: int
+    activation_checkpointing: bool = True  # stages 1-2: the LLM's activations recomputed in backward (same maths)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "PretrainRecipe":
@@ -77,7 +78,7 @@ class PretrainRecipe:
                    stage1_epochs=settings.pretrain_stage1_epochs, stage1_lr=settings.pretrain_stage1_lr,
                    stage2_epochs=settings.pretrain_stage2_epochs, stage2_lr=settings.pretrain_stage2_lr,
                    vit_lr_mult=settings.pretrain_vit_lr_mult, batch_size=settings.pretrain_batch_size,
-                   seed=settings.seed)
+                   seed=settings.seed, activation_checkpointing=settings.llm_activation_checkpointing)
 
 
 MANIFEST = "pretrain.json"  # written into the base model dir: fingerprint, losses, timings
@@ -158,7 +159,8 @@ def _xtuner_stages(recipe, data, work, stage0_dir, out, progress, losses: dict, 
         config = write_stage_config(work / f"{name}.py", title, start, data_json, data["root"], work / name,
                                     freeze_llm=freeze_llm, freeze_vit=freeze_vit, n_samples=n_samples,
                                     batch_size=recipe.batch_size, max_epochs=epochs, lr=lr,
-                                    vit_lr_mult=recipe.vit_lr_mult, seed=recipe.seed)
+                                    vit_lr_mult=recipe.vit_lr_mult, seed=recipe.seed,
+                                    activation_checkpointing=recipe.activation_checkpointing)
         stages[name] = _run_xtuner_stage(name, config, work / name, model_out, progress)
         losses[name] = stages[name].pop("loss")
         seconds[name] = round(time.time() - t, 1)
@@ -196,10 +198,14 @@ def build_base(settings: Settings, force: bool = False, progress: bool = True) -
     out = settings.tiny_base_model_path
     manifest = read_manifest(out)
     if not force and manifest and manifest.get("fingerprint") == key and (out / "model.safetensors").is_file():
-        print(f"Base model up to date: {out} (built in {manifest['seconds']['total']:.0f} s); "
+        print(f"Base model up to date: {repo_relative(out)} (built in {manifest['seconds']['total']:.0f} s); "
               f"pass force=True to rebuild.")
         return dict(manifest, skipped=True)
 
+    from helpers.env import full_fp32_matmuls
+
+    # The warm-ups below run here, on the CPU; stages 1-2 set the same flags in XTuner's process.
+    precision = full_fp32_matmuls()
     t0 = time.time()
     seconds = {}
     work = settings.runs_dir / "pretrain"
@@ -231,7 +237,7 @@ def build_base(settings: Settings, force: bool = False, progress: bool = True) -
     set_system_prompt(out, XTUNER_SYSTEM_PROMPT)
     seconds["total"] = round(time.time() - t0, 1)
     manifest = dict(fingerprint=key, recipe=asdict(recipe), seconds=seconds, loss=losses, stages=stages,
-                    data=data, built=time.strftime("%Y-%m-%d %H:%M:%S"))
+                    data=data, precision=precision, built=time.strftime("%Y-%m-%d %H:%M:%S"))
     (out / MANIFEST).write_text(json.dumps(manifest, ensure_ascii=False, indent=1), encoding="utf-8")
     return dict(manifest, skipped=False)
 

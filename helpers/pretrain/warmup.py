@@ -131,15 +131,6 @@ def _save_checkpoint(model, tokenizer, src_dir, out_dir) -> None:
         (out / "generation_config.json").write_text(src.read_text(encoding="utf-8"), encoding="utf-8")
 
 
-def _heads_and_optimizer(torch, vit, width: int, classes: dict, lr: float, steps: int) -> tuple:
-    """Linear heads ``{name: width -> classes}`` on the ViT, one AdamW over both, warm-up + cosine schedule."""
-    heads = torch.nn.ModuleDict({name: torch.nn.Linear(width, n) for name, n in classes.items()})
-    params = list(vit.parameters()) + list(heads.parameters())
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, steps))
-    return heads, params, opt, sched
-
-
 def vision_warmup(model_dir, out_dir, data_root, scenes, steps: int = 120, batch_size: int = 32,
                   lr: float = 3e-3, size: int = 224, seed: int = 0, log_every: int = 20, foods=None,
                   food_batch: int = 24) -> list:
@@ -171,9 +162,7 @@ def vision_warmup(model_dir, out_dir, data_root, scenes, steps: int = 120, batch
         ``[(step, loss), ...]``.
     """
     torch = need("torch", "stage 0b")
-    from helpers.foods import DISHES
     from helpers.models import load_model
-    from helpers.tiling import IMAGENET_MEAN, IMAGENET_STD
 
     if not scenes:
         raise ValueError("vision_warmup needs at least one scene")
@@ -182,31 +171,19 @@ def vision_warmup(model_dir, out_dir, data_root, scenes, steps: int = 120, batch
     torch.manual_seed(seed)
     model, tok = load_model(model_dir, dtype=torch.float32)
     vit = model.vision_model.train()
-    values = {"colour": list(COLOURS), "shape": list(SHAPES), "count": list(COUNTS), "position": list(POSITIONS),
-              "background": list(BACKGROUNDS)}
-    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (IMAGENET_MEAN, IMAGENET_STD))
-    keys = [d.key for d in DISHES]
-    pixels, targets = _stacked(scenes, data_root, size, {a: (a, v) for a, v in values.items()})
-    # Whole photos squashed to a square, as a one-tile model sees a phone photo.
-    food_pixels, food_targets = _stacked(foods, data_root, size, {"dish": ("dish", keys)}) if foods else (None, {})
-    food_targets = food_targets.get("dish")
-    heads, params, opt, sched = _heads_and_optimizer(torch, vit, model.config.vision_config.hidden_size,
-                                                     {**{a: len(v) for a, v in values.items()}, "food": len(keys)},
-                                                     lr, steps)
+    data = _VisionData(scenes, foods, data_root, size)
+    heads = _vision_heads(model.config.vision_config.hidden_size)
+    params = list(vit.parameters()) + list(heads.parameters())
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, steps))
     gen = torch.Generator().manual_seed(seed)
-
-    def norm(x):
-        return (x.float() / 255 - mean) / std
 
     losses = []
     for step in range(1, steps + 1):
-        idx = torch.randint(0, len(scenes), (batch_size - n_food,), generator=gen)
-        fidx = torch.randint(0, len(foods), (n_food,), generator=gen) if n_food else None
-        batch = [norm(pixels[idx])] + ([norm(food_pixels[fidx])] if n_food else [])
-        tokens = vit(pixel_values=torch.cat(batch)).last_hidden_state[:, 1:]  # every patch token, no class token
-        scene_tokens, food_tokens = tokens[:len(idx)], tokens[len(idx):]
-        loss = _vision_loss(heads, scene_tokens, {a: targets[a][idx] for a in values},
-                            food_tokens if n_food else None, food_targets[fidx] if n_food else None)
+        batch = data.sample(gen, batch_size - n_food, n_food)
+        tokens = vit(pixel_values=batch.pixels).last_hidden_state[:, 1:]  # every patch token, no class token
+        scene_tokens, food_tokens = tokens[:batch.n_scenes], tokens[batch.n_scenes:]
+        loss = _vision_loss(heads, scene_tokens, batch.targets, *batch.food(food_tokens))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
@@ -214,9 +191,67 @@ def vision_warmup(model_dir, out_dir, data_root, scenes, steps: int = 120, batch
         opt.zero_grad(set_to_none=True)
         losses.append((step, round(float(loss.detach()), 4)))
         if log_every and (step % log_every == 0 or step == 1):
-            acc = _batch_accuracy(heads, scene_tokens, {a: targets[a][idx] for a in values},
-                                  food_tokens if n_food else None, food_targets[fidx] if n_food else None)
+            acc = _batch_accuracy(heads, scene_tokens, batch.targets, *batch.food(food_tokens))
             print(f"stage 0b step {step:>3}/{steps}  loss {float(loss.detach()):.3f}  batch accuracy "
                   + " ".join(f"{a} {v:.2f}" for a, v in acc.items()), flush=True)
     _save_checkpoint(model, tok, model_dir, out_dir)
     return losses
+
+
+# The attribute heads of stage 0b, in the order they are created (their initial weights draw from torch's RNG).
+VISION_VALUES = {"colour": list(COLOURS), "shape": list(SHAPES), "count": list(COUNTS), "position": list(POSITIONS),
+                 "background": list(BACKGROUNDS)}
+
+
+def _vision_heads(width: int):
+    """A linear head per scene attribute on ``width``-wide tokens, then the food head (one class per dish)."""
+    import torch
+
+    from helpers.foods import DISHES
+
+    heads = torch.nn.ModuleDict({a: torch.nn.Linear(width, len(v)) for a, v in VISION_VALUES.items()})
+    heads["food"] = torch.nn.Linear(width, len(DISHES))
+    return heads
+
+
+class _VisionBatch:
+    """One step's images (normalised, scenes first) and labels."""
+
+    def __init__(self, pixels, n_scenes: int, targets: dict, food_targets):
+        self.pixels, self.n_scenes, self.targets, self.food_targets = pixels, n_scenes, targets, food_targets
+
+    def food(self, food_tokens) -> tuple:
+        """``(food tokens, food labels)`` for the loss, or ``(None, None)`` when the step has no food photo."""
+        return (food_tokens, self.food_targets) if self.food_targets is not None else (None, None)
+
+
+class _VisionData:
+    """Stage 0b's images as uint8 tensors in memory, and the draw of each step's batch."""
+
+    def __init__(self, scenes: list, foods: list, data_root, size: int):
+        import torch
+
+        from helpers.foods import DISHES
+        from helpers.tiling import IMAGENET_MEAN, IMAGENET_STD
+
+        self.n_scenes, self.n_foods = len(scenes), len(foods)
+        self.pixels, self.targets = _stacked(scenes, data_root, size, {a: (a, v) for a, v in VISION_VALUES.items()})
+        # Whole photos squashed to a square, as a one-tile model sees a phone photo.
+        keys = [d.key for d in DISHES]
+        self.food_pixels, food = _stacked(foods, data_root, size, {"dish": ("dish", keys)}) if foods else (None, {})
+        self.food_targets = food.get("dish")
+        self.mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+        self.std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+
+    def _norm(self, x):
+        return (x.float() / 255 - self.mean) / self.std
+
+    def sample(self, gen, n_scene: int, n_food: int) -> _VisionBatch:
+        """Draw ``n_scene`` scenes, then ``n_food`` food photos (with replacement, from ``gen``)."""
+        import torch
+
+        idx = torch.randint(0, self.n_scenes, (n_scene,), generator=gen)
+        fidx = torch.randint(0, self.n_foods, (n_food,), generator=gen) if n_food else None
+        batch = [self._norm(self.pixels[idx])] + ([self._norm(self.food_pixels[fidx])] if n_food else [])
+        return _VisionBatch(torch.cat(batch), len(idx), {a: self.targets[a][idx] for a in VISION_VALUES},
+                            self.food_targets[fidx] if n_food else None)

@@ -32,7 +32,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from helpers.settings import REPO_ROOT
+from helpers.settings import REPO_ROOT, repo_relative
 from helpers.train.xtuner_config import (_count_records, config_values, iterations_per_epoch, safe_warmup_ratio,
                                   split_batch)
 
@@ -126,7 +126,9 @@ def launch_command(config, work_dir=None, *, gpus: int = 1, deepspeed: str | Non
     (nodes), ``NODE_RANK`` (this node, 0 ... NNODES-1), ``ADDR`` (node 0's address, where the
     processes meet) and ``PORT`` (a free TCP port there). Every node runs the same command with
     its own ``NODE_RANK``; batch and accumulation are re-split for all ``gpus x nnodes`` GPUs
-    (:func:`distributed_options`) so the global batch stays the config's.
+    (:func:`distributed_options`) so the global batch stays the config's. Paths inside the
+    repository are written relative to it, for a learner to copy: run the command from the
+    repository root, as the course does.
 
     Args:
         config: a config from :func:`write_config`.
@@ -160,9 +162,9 @@ def launch_command(config, work_dir=None, *, gpus: int = 1, deepspeed: str | Non
         env = [f"NPROC_PER_NODE={gpus}"]
         if nnodes > 1:
             env += [f"NNODES={nnodes}", f"NODE_RANK={node_rank}", f"ADDR={addr}", f"PORT={port}"]
-    cmd = ["xtuner", "train", str(config)]
+    cmd = ["xtuner", "train", repo_relative(config)]
     if work_dir is not None:
-        cmd += ["--work-dir", str(work_dir)]
+        cmd += ["--work-dir", repo_relative(work_dir)]
     if deepspeed:
         cmd += ["--deepspeed", deepspeed]
     if gpus * nnodes > 1:

@@ -260,8 +260,16 @@ class FullPrecisionInternVL(CourseInternVL):
     then meet the bf16 LLM's embeddings and the splice fails on the dtype mismatch. A tiny
     model costs nothing to hold in fp32, and fp32 matmuls are faster than bf16 on a CPU.
     The saved ``.pth`` and ``convert_to_official`` are unchanged.
+
+    On a GPU the stages run in full fp32, TF32 off (:func:`helpers.env.full_fp32_matmuls`): this
+    class is built in the ``xtuner train`` process before the first step, and cuDNN's default
+    TF32 convolutions alone let a miniature trained on a GPU drift from the CPU-trained one.
     """
 
     def __init__(self, *args, **kwargs):
+        from helpers.env import full_fp32_matmuls
+
+        flags = full_fp32_matmuls()
+        print_log(f"Full fp32 matmuls and convolutions (no TF32 on CUDA): {flags}.", logger="current")
         super().__init__(*args, **kwargs)
         self.model.float()

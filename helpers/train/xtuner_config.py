@@ -42,6 +42,8 @@ OVERRIDE_REASONS = {
     "accumulative_counts": "smaller steps for the CPU",
     "save_steps": "checkpoints within a short run",
     "lr": "a tiny-width model, fine-tuned from weights trained on a CPU, barely moves at 3e-5 (measured)",
+    "llm_activation_checkpointing": "a tiny model's activations are small: recomputing them in backward only costs "
+                                    "time (same loss and gradients)",
 }
 
 
@@ -322,3 +324,30 @@ def split_batch(batch_size: int, accumulative_counts: int, world_size: int) -> t
             return b, total // (b * world_size)
     raise ValueError(f"the global batch {total} (batch {batch_size} x accumulation "
                      f"{accumulative_counts}) cannot be split evenly over {world_size} GPUs")
+
+
+def describe_run(settings: Settings, recipe: Recipe, run_dir, config_path) -> str:
+    """Notebook 05's summary of a fine-tuning run before it starts: speed recipe, folders, iterations, notes.
+
+    Args:
+        settings: the run's settings (speed recipe applied).
+        recipe: the :class:`Recipe` the config was rendered from (with ``n_train``).
+        run_dir: the run's folder.
+        config_path: the config written.
+
+    Returns:
+        Lines of text; paths are shown relative to the repository.
+
+    Example:
+        >>> print(describe_run(S_run, recipe, run_dir, config_path))   # doctest: +SKIP
+        speed recipe 'course': micro-batch 4 x accumulation 1, LLM activation checkpointing False, fused AdamW False
+    """
+    from helpers.settings import repo_relative
+
+    lines = [f"speed recipe {recipe.name!r}: micro-batch {settings.batch_size} x accumulation "
+             f"{settings.accumulative_counts}, LLM activation checkpointing {settings.llm_activation_checkpointing}, "
+             f"fused AdamW {settings.fused_adamw}",
+             f"run folder: {repo_relative(run_dir)}",
+             f"config:     {repo_relative(config_path)}",
+             f"{recipe.max_iters} iterations on one device ({recipe.iters_per_epoch} per epoch x {recipe.max_epochs} epochs)"]
+    return "\n".join(lines + [f"  note: {note}" for note in recipe.notes])
