@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import platform
+import warnings
 
 # Which requirements file installs a module (the other one: requirements-lmdeploy.txt).
 XTUNER_ONLY = ("xtuner", "mmengine", "deepspeed", "peft", "bitsandbytes")
@@ -88,6 +89,9 @@ def quiet_logs() -> list:
         >>> quiet_logs()  # doctest: +SKIP
         ['transformers', 'lmdeploy']
     """
+    # torch 2.14 deprecates torch.jit.script/interface, which DeepSpeed and timm call at import time:
+    # a warning per import, naming the venv's path, that the learner can do nothing about.
+    warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated", category=FutureWarning)
     done = []
     try:
         import transformers

@@ -54,3 +54,17 @@ def test_full_fp32_matmuls_turns_tf32_off(tf32_on):
     off = {"cuda_matmul_allow_tf32": False, "cudnn_allow_tf32": False, "float32_matmul_precision": "highest"}
     assert full_fp32_matmuls() == off
     assert fp32_matmul_flags() == off  # read back from torch, not only returned
+
+
+def test_quiet_logs_hides_torch_jit_deprecation_but_not_other_warnings():
+    import warnings
+
+    from helpers.env import quiet_logs
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        quiet_logs()
+        warnings.warn("`torch.jit.script` is deprecated. Please switch to `torch.compile`.", FutureWarning)
+        warnings.warn("`torch.jit.interface` is deprecated.", FutureWarning)
+        warnings.warn("something else is deprecated", FutureWarning)
+    assert [str(w.message) for w in seen] == ["something else is deprecated"]

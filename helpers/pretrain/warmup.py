@@ -110,7 +110,7 @@ def language_warmup(model_dir, out_dir, texts, steps: int = 60, batch_size: int 
         opt.zero_grad(set_to_none=True)
         losses.append((step, round(float(loss.detach()), 4)))
         if log_every and (step % log_every == 0 or step == 1):
-            print(f"stage 0a step {step:>3}/{steps}  loss {float(loss):.3f}", flush=True)
+            print(f"stage 0a step {step:>3}/{steps}  loss {float(loss.detach()):.3f}", flush=True)
     _save_checkpoint(model, tok, model_dir, out_dir)
     return losses
 
