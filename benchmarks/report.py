@@ -188,13 +188,6 @@ def publish_finetune(path: Path, out: Path = MEASURED / "finetune-recipes.json")
     return out
 
 
-def _mean(level: dict, *keys):
-    node = level.get("parts", {})
-    for k in keys:
-        node = node.get(k, {}) if isinstance(node, dict) else {}
-    return node.get("mean") if isinstance(node, dict) else None
-
-
 def webui_section(path: Path) -> list[str]:
     """A class on one GPU: per profile and N, first-token and turn times, failures, and where a turn's time goes."""
     d = json.loads(path.read_text())
@@ -203,20 +196,10 @@ def webui_section(path: Path) -> list[str]:
              f"{_env(d)}; the web UI on LMDeploy, {d['turns']} turns per student, {d['think_time_s']:g} s of reading "
              f"between turns, {d['max_new_tokens']} new tokens, one phone photo (7-13 tiles) per student; random "
              "weights (speed only). Seconds; parts are means over the level's turns.", ""]
-    rows = []
-    for v in d["variants"]:
-        for lv in v["levels"]:
-            if "ttft_p95_s" not in lv:
-                rows.append({"profile": v["profile"], "N": lv["sessions"], "note": lv.get("skipped") or v.get("error")})
-                continue
-            rows.append({"profile": v["profile"], "N": lv["sessions"], "TTFT p50": lv["ttft_p50_s"],
-                         "TTFT p95": lv["ttft_p95_s"], "turn p95": lv["turn_p95_s"], "failures": len(lv["failures"]),
-                         "leaks": len(lv["leaks"]), "turns": f"{lv['turns_done']}/{lv['turns_planned']}",
-                         "JPEG decode": _mean(lv, "cpu", "jpeg_decode_s"), "queue": _mean(lv, "queue", "gradio_wait_s"),
-                         "engine TTFT": _mean(lv, "engine", "ttft_s"), "decode": _mean(lv, "engine", "decode_s"),
-                         "note": ""})
-    lines += _table(rows, ["profile", "N", "TTFT p50", "TTFT p95", "turn p95", "failures", "leaks", "turns",
-                           "JPEG decode", "queue", "engine TTFT", "decode", "note"])
+    from benchmarks.webui_load import TABLE_COLUMNS, table_rows
+
+    rows = table_rows(d)
+    lines += _table(rows, TABLE_COLUMNS)
     probe = d.get("model_probe") or {}
     if probe.get("vision_forward_s") is not None:
         lines += ["", f"Alone on the idle card ({probe.get('kernels')}): vision encoder {probe['vision_forward_s']:.3f} s and "

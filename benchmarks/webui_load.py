@@ -178,26 +178,38 @@ def print_level(lv: dict) -> None:
         print("    " + line, flush=True)
 
 
-def table(result) -> str:
-    from benchmarks.common import print_table
+TABLE_COLUMNS = ["profile", "N", "TTFT p50", "TTFT p95", "text p95", "turn p50", "turn p95", "failures", "leaks", "turns",
+                 "JPEG decode", "queue", "tiling", "tiling wait", "engine TTFT", "decode", "note"]
 
+
+def table_rows(result) -> list:
+    """One row per profile and N: the client's times, failures, leaks and the mean parts of a turn (seconds)."""
     rows = []
     for v in result["variants"]:
         for lv in v["levels"]:
             if "ttft_p95_s" not in lv:
-                rows.append({"profile": v["profile"], "N": lv["sessions"], "note": lv.get("error") or lv.get("skipped")})
+                rows.append({"profile": v["profile"], "N": lv["sessions"], "note": lv.get("error") or lv.get("skipped")
+                             or v.get("error")})
                 continue
             p = lv["parts"]
             rows.append({"profile": v["profile"], "N": lv["sessions"], "TTFT p50": lv["ttft_p50_s"],
-                         "TTFT p95": lv["ttft_p95_s"], "text p95": lv["first_text_p95_s"], "turn p50": lv["turn_p50_s"], "turn p95": lv["turn_p95_s"],
+                         "TTFT p95": lv["ttft_p95_s"], "text p95": lv.get("first_text_p95_s"),
+                         "turn p50": lv["turn_p50_s"], "turn p95": lv["turn_p95_s"],
                          "failures": len(lv["failures"]), "leaks": len(lv["leaks"]),
                          "turns": f"{lv['turns_done']}/{lv['turns_planned']}",
+                         "JPEG decode": p["cpu"].get("jpeg_decode_s", {}).get("mean"),
                          "queue": p["queue"]["gradio_wait_s"].get("mean"), "tiling": p["cpu"]["tiling_s"].get("mean"),
                          "tiling wait": p["cpu"]["tiling_wait_s"].get("mean"),
                          "engine TTFT": p["engine"]["ttft_s"].get("mean"), "decode": p["engine"]["decode_s"].get("mean"),
                          "note": ""})
-    return print_table(rows, ["profile", "N", "TTFT p50", "TTFT p95", "text p95", "turn p50", "turn p95", "failures", "leaks",
-                              "turns", "queue", "tiling", "tiling wait", "engine TTFT", "decode", "note"])
+    return rows
+
+
+def table(result) -> str:
+    """Print (and return) :func:`table_rows` as a Markdown table."""
+    from benchmarks.common import print_table
+
+    return print_table(table_rows(result), TABLE_COLUMNS)
 
 
 def publishable(result, source: str) -> dict:

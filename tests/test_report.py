@@ -42,9 +42,11 @@ def test_published_peak_only_for_listed_cards():
 
 
 def _level(n, p95, failures=0, done=None):
-    return dict(sessions=n, ttft_p50_s=p95 / 2, ttft_p95_s=p95, turn_p95_s=p95 * 2, failures=["x"] * failures,
-                leaks=[], turns_done=3 * n if done is None else done, turns_planned=3 * n,
-                parts={"engine": {"ttft_s": {"mean": 0.5}}, "cpu": {"jpeg_decode_s": {"mean": 0.1}}})
+    mean = {"mean": 0.1}
+    return dict(sessions=n, ttft_p50_s=p95 / 2, ttft_p95_s=p95, first_text_p95_s=p95, turn_p50_s=p95, turn_p95_s=p95 * 2,
+                failures=["x"] * failures, leaks=[], turns_done=3 * n if done is None else done, turns_planned=3 * n,
+                parts={"engine": {"ttft_s": {"mean": 0.5}, "decode_s": mean}, "queue": {"gradio_wait_s": mean},
+                       "cpu": {"jpeg_decode_s": {"mean": 0.25}, "tiling_s": mean, "tiling_wait_s": mean}})
 
 
 def test_webui_section_verdict_uses_the_smallest_level_of_a_class(tmp_path):
@@ -58,6 +60,7 @@ def test_webui_section_verdict_uses_the_smallest_level_of_a_class(tmp_path):
     # N=128 had failures, so the verdict is the best profile at N=64: class, 1.8 s
     assert "1.80 (goal ≤ 2.0: met)" in text
     assert "| baseline | 128 |" in text and "timeout" in text
+    assert "JPEG decode" in text and "| 0.25 |" in text  # the UI's decode time, the run's main finding
     data["variants"][0]["levels"][1] = _level(64, 2.5)
     path.write_text(json.dumps(data))
     assert "2.50 (goal ≤ 2.0: not met)" in "\n".join(report.webui_section(path))
