@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from helpers.settings import repo_relative
 from helpers.train.checkpoints import _iteration, checkpoint_problem, last_checkpoint
 from helpers.train.replaced_samples import replaced_sample_errors, unopenable_records
 from helpers.procs import stop_group
@@ -120,7 +121,7 @@ def _prepare_work_dir(work_dir: Path, resume: bool, overwrite: bool) -> Path | N
         for path in old:
             shutil.rmtree(path) if path.is_dir() else path.unlink()
         (work_dir / "last_checkpoint").unlink(missing_ok=True)
-        print(f"删除了 {work_dir} 里上一次运行的 {len(old)} 个检查点")
+        print(f"删除了 {repo_relative(work_dir)} 里上一次运行的 {len(old)} 个检查点")
     return None
 
 
