@@ -341,3 +341,16 @@ def test_a_repository_file_is_shown_relative_to_the_repository():
     text = rep.format()
     assert text.startswith("artifacts/data/llava-synth/train.json: checked 1") and str(REPO_ROOT) not in text
     assert str(rep.problems[0]).startswith("artifacts/data/llava-synth/train.json: record 0")
+
+
+def test_problem_lines_show_image_paths_relative_to_the_repository(tmp_path, root, monkeypatch):
+    # as if the data lived inside the repository: every path a learner reads is relative to it
+    monkeypatch.setattr("helpers.settings.REPO_ROOT", tmp_path)
+    path = tmp_path / "train.json"
+    path.write_text(json.dumps([sample(image="nope.jpg"), sample(image="ok.jpg", image_wh=[[1, 2]])]), encoding="utf-8")
+    rep = check_llava(path, root, workers=1)
+    text = rep.format(5)
+    assert "train.json: record 0, field image: [missing_image] images/nope.jpg: image file does not exist" in text
+    assert "but images/ok.jpg decodes as" in text
+    assert str(tmp_path) not in text
+    assert str(root / "nope.jpg") in next(p.message for p in rep.problems if p.kind == "missing_image")  # data keeps it

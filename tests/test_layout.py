@@ -18,8 +18,9 @@ WINGS = ("concepts", "data", "pretrain", "train", "serve", "evaluate", "troubles
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 80  # def line to last line, docstring included
 MAX_CELL_LINES = 15  # a notebook step: one helper call, a display, a short check
-# A home or work folder written into a saved output: /work/..., /root/..., /home/<user>/...
-MACHINE_PATH = re.compile(r"(?<![\w.~$-])/(?:work|root|home)/")
+# A home, work or temporary folder written into a saved output: /work/..., /root/..., /home/<user>/..., /tmp/...
+# (a temporary folder has a new random name on every run, so the saved output can never match a rerun)
+MACHINE_PATH = re.compile(r"(?<![\w.~$-])/(?:work|root|home|tmp)/")
 # issue 16: being shortened
 PENDING: set = set()  # notebooks exempt from the cell and output checks (none)
 
@@ -150,5 +151,5 @@ def test_pending_notebooks_exist():
 
 def test_machine_path_pattern():
     assert MACHINE_PATH.search("model=/work/main/artifacts/x") and MACHINE_PATH.search("at /root/.cache")
-    assert MACHINE_PATH.search("'/home/alice/repo'")
+    assert MACHINE_PATH.search("'/home/alice/repo'") and MACHINE_PATH.search("/tmp/nb04-faulty-x/faulty.json")
     assert not MACHINE_PATH.search("https://example.org/home/page") and not MACHINE_PATH.search("artifacts/work/x")

@@ -12,7 +12,7 @@ from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 
 from helpers.data.image_checks import BLIND_SPOT, inspect_images
-from helpers.settings import repo_relative
+from helpers.settings import repo_relative, repo_relative_text
 
 
 @dataclass
@@ -29,7 +29,8 @@ class Problem:
     def __str__(self) -> str:
         where = "file" if self.index is None else f"record {self.index}"
         fld = f", field {self.field}" if self.field else ""
-        return f"{repo_relative(self.file)}: {where}{fld}: [{self.kind}] {self.message}"
+        # messages name image paths too: shown, like every path, relative to the repository
+        return f"{repo_relative(self.file)}: {where}{fld}: [{self.kind}] {repo_relative_text(self.message)}"
 
 
 @dataclass

@@ -299,8 +299,9 @@ def build_sample(dataset, index: int) -> BuiltSample:
     finally:
         dataset.data[index] = copy.deepcopy(record)
     if out is None:
-        raise ValueError(f"record {index} (id {record.get('id')!r}): XTuner could not load image {image_path}; "
-                         "in training, __getitem__ would silently use a random other sample instead")
+        raise ValueError(f"record {index} (id {record.get('id')!r}): XTuner could not load image "
+                         f"{repo_relative(image_path)}; in training, __getitem__ would silently use a random "
+                         "other sample instead")
     tok = dataset.tokenizer
     ids, labels = list(out["input_ids"]), list(out["labels"])
     img_id = tok.convert_tokens_to_ids(IMG_CONTEXT)
