@@ -45,9 +45,14 @@ def load_capacity(path=None) -> dict | None:
     return data
 
 
+def _served(level: dict) -> bool:
+    """Every turn answered, with a measured p95, no failure and no leak."""
+    return (level.get("ttft_p95_s") is not None and not level.get("failures") and not level.get("leaks")
+            and level.get("turns_done") == level.get("turns_planned"))
+
+
 def _meets(level: dict, goal: float) -> bool:
-    return (level.get("ttft_p95_s") is not None and level["ttft_p95_s"] <= goal and not level.get("failures")
-            and not level.get("leaks") and level.get("turns_done") == level.get("turns_planned"))
+    return _served(level) and level["ttft_p95_s"] <= goal
 
 
 def capacity_rows(data: dict | None) -> list:
@@ -98,9 +103,7 @@ def students_per_gpu(data: dict | None) -> dict:
 
 def _largest_served(data: dict, profile) -> dict | None:
     """The level with the most students of ``profile`` where every turn was answered without failure or leak."""
-    ok = [lv for lv in data["levels"] if lv.get("profile") == profile and not lv.get("failures")
-          and not lv.get("leaks") and lv.get("turns_done") == lv.get("turns_planned")
-          and lv.get("ttft_p95_s") is not None]
+    ok = [lv for lv in data["levels"] if lv.get("profile") == profile and _served(lv)]
     return max(ok, key=lambda lv: lv["sessions"]) if ok else None
 
 
