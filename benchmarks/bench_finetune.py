@@ -92,6 +92,9 @@ RECIPES = {
     "lean_full_head": dict(batch=1, accum=8, workers=4, fused=False, checkpointing=True),
     "lean_fast": dict(batch=1, accum=8, workers=4, fused=True, checkpointing=False, aligned=True, answer_only=True,
                       liger=True),
+    # the lean recipe (recompute on, micro-batch 1) with every kernel-level lever of the recommended one
+    "lean_liger": dict(batch=1, accum=8, workers=4, fused=True, checkpointing=True, aligned=True, answer_only=True,
+                       liger=True),
 }
 
 
