@@ -113,7 +113,8 @@ class Settings:
     pretrain_vision_food_batch: int = 24  # stage 0b: food photos among the 32 images of a step
     pretrain_stage1_epochs: int = 1  # stage 1 (InternViT + MLP, LLM frozen): passes over the captions
     pretrain_stage1_lr: float = 5e-4  # stage 1 peak learning rate (higher inflates the image tokens of a frozen LLM)
-    pretrain_stage2_epochs: int = 2  # stage 2 (whole model): passes over the instructions (~1.3 per image)
+    pretrain_question_share: float = 1.0  # stage 2: share of drawn scenes asked one question besides their description
+    pretrain_stage2_epochs: int = 3  # stage 2 (MLP + LLM): passes over the instructions (two per image)
     pretrain_stage2_lr: float = 1e-3  # stage 2 peak learning rate
     pretrain_vit_lr_mult: float = 0.0  # stages 1-2: InternViT's lr = lr x this; 0 keeps it frozen after stage 0b (its food features)
     pretrain_batch_size: int = 8  # stages 1 and 2: images per step

@@ -11,9 +11,9 @@
 #                       deepspeed as an sdist: it builds here against the system torch)
 #     PREFIX            where the overlays go (default /tmp/internvl-overlays)
 #
-# Make the wheel folders on a machine with a registry with `pip download --no-deps --python-version 3.12
-# --only-binary=:all: --platform manylinux_2_28_x86_64 ... -d WHEELS/xtuner NAME==VERSION` for each package
-# the image lacks (scripts/wheelhouse.sh download builds the complete set).
+# Make the wheel folders on a machine with a registry: `bash scripts/gpu_wheels.sh --have LIST` builds
+# WHEELS/lmdeploy and WHEELS/xtuner with exactly what an image whose package names are in LIST lacks
+# (scripts/wheelhouse.sh download builds the complete set for a server with no torch at all).
 # Then, for example:
 #   source PREFIX/lmdeploy.env && python3 -m pytest -m gpu tests/test_deploy.py
 #   python3 -m pytest --nbval-lax notebooks/03_lmdeploy_deployment.ipynb     # the kernels know their overlay

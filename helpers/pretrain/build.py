@@ -57,6 +57,7 @@ class PretrainRecipe:
     vision_food_batch: int
     stage1_epochs: int
     stage1_lr: float
+    question_share: float
     stage2_epochs: int
     stage2_lr: float
     vit_lr_mult: float
@@ -76,6 +77,7 @@ class PretrainRecipe:
                    vision_steps=settings.pretrain_vision_steps, vision_lr=settings.pretrain_vision_lr,
                    vision_food_batch=settings.pretrain_vision_food_batch,
                    stage1_epochs=settings.pretrain_stage1_epochs, stage1_lr=settings.pretrain_stage1_lr,
+                   question_share=settings.pretrain_question_share,
                    stage2_epochs=settings.pretrain_stage2_epochs, stage2_lr=settings.pretrain_stage2_lr,
                    vit_lr_mult=settings.pretrain_vit_lr_mult, batch_size=settings.pretrain_batch_size,
                    seed=settings.seed, activation_checkpointing=settings.llm_activation_checkpointing)
@@ -211,7 +213,8 @@ def build_base(settings: Settings, force: bool = False, progress: bool = True) -
     work = settings.runs_dir / "pretrain"
     data = make_shapes_dataset(settings.artifacts / "data" / "shapes", recipe.images, recipe.heldout, recipe.seed,
                                food_per_dish=recipe.food_per_dish,
-                               food_captioned_per_dish=recipe.food_captioned_per_dish)
+                               food_captioned_per_dish=recipe.food_captioned_per_dish,
+                               question_share=recipe.question_share)
     seconds["data"] = round(time.time() - t0, 1)
     print(f"drew {recipe.images} + {recipe.heldout} scenes and {data['n_food']} + {data['n_food_captioned']} "
           f"food photos in {seconds['data']:.0f} s", flush=True)

@@ -87,7 +87,7 @@ def _draw_food_pool(out: Path, seed: int, n: int, food_size: int) -> list:
 
 def make_shapes_dataset(out_dir, n_images: int = 240, n_heldout: int = 40, seed: int = 0,
                         size: int = 448, food_per_dish: int = 0, food_captioned_per_dish: int = 0,
-                        food_size: int = 224) -> dict:
+                        food_size: int = 224, question_share: float = 1 / 3) -> dict:
     """Draw the scenes (and food photos) and write the LLaVA-format files of stages 1 and 2.
 
     Files: ``images/NNNN.jpg``, ``stage1.json`` (one caption per training image),
@@ -107,6 +107,8 @@ def make_shapes_dataset(out_dir, n_images: int = 240, n_heldout: int = 40, seed:
         food_per_dish: small food photos per dish for stage 0b (0: no food at all).
         food_captioned_per_dish: full-size food photos per dish for stages 1 and 2.
         food_size: long side of the pool photos.
+        question_share: probability that a training scene also gets one question in stage 2
+            (:func:`instructions`).
 
     Returns:
         ``{"root", "stage1", "stage2", "heldout", "n_train", "n_heldout", "foods", "heldout_food"}``.
@@ -130,7 +132,7 @@ def make_shapes_dataset(out_dir, n_images: int = 240, n_heldout: int = 40, seed:
         stage1.append(dict(id=f"cap-{i}", image=name, image_wh=[size, size], conversations=[
             {"from": "human", "value": "<image>\n" + rng.choice(CAPTION_PROMPTS)},
             {"from": "gpt", "value": caption(scene)}]))
-        for k, (q, a) in enumerate(instructions(scene, rng)):
+        for k, (q, a) in enumerate(instructions(scene, rng, question_share)):
             stage2.append(dict(id=f"ins-{i}-{k}", image=name, image_wh=[size, size], conversations=[
                 {"from": "human", "value": "<image>\n" + q}, {"from": "gpt", "value": a}]))
     heldout_food = []
