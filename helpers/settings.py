@@ -186,7 +186,14 @@ def _env_overrides() -> dict:
     fixed = {"profile", "artifacts", "model_path", "data_root", "extra"}
     if set(values) & fixed:
         raise ValueError(f"INTERNVL_SETTINGS cannot set {sorted(set(values) & fixed)}: use the other INTERNVL_* variables")
-    return values
+    import dataclasses
+
+    types = {f.name: f.type for f in dataclasses.fields(Settings)}
+    unknown = sorted(set(values) - set(types))
+    if unknown:
+        raise ValueError(f"INTERNVL_SETTINGS: unknown settings {unknown} (not fields of Settings)")
+    # JSON has no paths: a folder given as text becomes the Path every other caller of the field gets
+    return {k: Path(v) if types[k] in ("Path", Path) and isinstance(v, str) else v for k, v in values.items()}
 
 
 def repo_relative(path) -> str:

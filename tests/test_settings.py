@@ -22,6 +22,14 @@ def test_bad_env_overrides_are_named(monkeypatch, raw, words):
         get_settings("tiny")
 
 
+def test_env_override_of_a_folder_is_a_path(tmp_path, monkeypatch):
+    # JSON carries text: a path field must still be a Path (notebook 05 joins it with "/")
+    (tmp_path / "config.json").write_text("{}")
+    monkeypatch.setenv("INTERNVL_SETTINGS", '{"tiny_base_model_path": "%s"}' % tmp_path)
+    S = get_settings("tiny")
+    assert S.tiny_base_model_path == tmp_path and S.base_model_path == tmp_path
+
+
 def test_no_env_overrides_by_default(monkeypatch):
     monkeypatch.delenv("INTERNVL_SETTINGS", raising=False)
     assert get_settings("tiny").extra == {}
