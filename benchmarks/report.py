@@ -188,11 +188,11 @@ def publish_finetune(path: Path, out: Path = MEASURED / "finetune-recipes.json")
     return out
 
 
-def webui_section(path: Path) -> list[str]:
+def webui_section(path: Path, title: str = "A class on one GPU") -> list[str]:
     """A class on one GPU: per profile and N, first-token and turn times, failures, and where a turn's time goes."""
     d = json.loads(path.read_text())
     goal, want = d.get("goal_ttft_p95_s", 2.0), 60
-    lines = [f"### A class on one GPU — `{path.name}`", "",
+    lines = [f"### {title} — `{path.name}`", "",
              f"{_env(d)}; the web UI on LMDeploy, {d['turns']} turns per student, {d['think_time_s']:g} s of reading "
              f"between turns, {d['max_new_tokens']} new tokens, one phone photo (7-13 tiles) per student; random "
              "weights (speed only). Seconds; parts are means over the level's turns.", ""]
@@ -218,6 +218,10 @@ def render() -> str:
     for kind, fn in (("serving", serving_section), ("finetune", finetune_section), ("webui-load", webui_section)):
         p = latest(kind)
         parts += fn(p) + [""] if p else [f"_No {kind} results yet._", ""]
+    # a later run of a few profiles at one N (webui_load.py --variant ...), kept beside the full sweep
+    compare = latest("webui-compare")
+    if compare:
+        parts += webui_section(compare, "Serving profiles side by side") + [""]
     return "\n".join(parts).rstrip() + "\n"
 
 
