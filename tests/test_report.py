@@ -64,3 +64,18 @@ def test_webui_section_verdict_uses_the_smallest_level_of_a_class(tmp_path):
     data["variants"][0]["levels"][1] = _level(64, 2.5)
     path.write_text(json.dumps(data))
     assert "2.50 (goal ≤ 2.0: not met)" in "\n".join(report.webui_section(path))
+
+
+def test_a_profile_comparison_is_shown_beside_the_full_sweep(tmp_path, monkeypatch):
+    data = dict(environment=dict(card="NVIDIA H100 80GB HBM3", gpus=1, python="3.12", versions={"lmdeploy": "0.18.0"}),
+                turns=3, think_time_s=5.0, max_new_tokens=96, goal_ttft_p95_s=2.0, model_probe=None,
+                variants=[dict(profile="class", error=None, levels=[_level(64, 1.8)])])
+    (tmp_path / "webui-load-20990101-000000-card.json").write_text(json.dumps(data))
+    data["variants"] = [dict(profile="class_mp", error=None, levels=[_level(64, 12.3, 6, 189)])]
+    (tmp_path / "webui-compare-20990102-000000-card.json").write_text(json.dumps(data))
+    find = report.latest
+    monkeypatch.setattr(report, "latest", lambda kind: find(kind, tmp_path))
+    text = report.render()
+    # the sweep keeps its own section and verdict; the later comparison gets one of its own
+    assert "A class on one GPU — `webui-load-20990101" in text and "1.80 (goal ≤ 2.0: met)" in text
+    assert "Serving profiles side by side — `webui-compare-20990102" in text and "| class_mp | 64 |" in text
