@@ -135,3 +135,27 @@ def test_long_message_is_refused_and_history_is_bounded(app, tmp_path):
     assert sum(len(q) + len(a) for q, a in last[1:]) <= S.max_history_chars < sum(
         len(q if isinstance(q, str) else q[0]) + len(a) for q, a in state["history"])
     assert f"每条问题最多 {S.max_message_chars} 字" in str(demo.config)
+
+
+def test_a_large_photo_decodes_whole_and_a_cut_png_is_refused_under_lmdeploys_setting(tmp_path):
+    import numpy as np
+    from PIL import Image, ImageFile
+
+    from helpers.serve.uploads import UploadError, load_upload
+
+    photo = tmp_path / "big.jpg"  # several of Pillow's 64 KiB read blocks
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (600, 800, 3), dtype=np.uint8)).save(photo, quality=95)
+    assert photo.stat().st_size > 4 * 65536
+    cut = tmp_path / "cut.png"
+    Image.open(photo).save(tmp_path / "whole.png")
+    cut.write_bytes((tmp_path / "whole.png").read_bytes()[:-5000])
+    old = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = True  # what `import lmdeploy` does process-wide
+    try:
+        image, notes = load_upload(photo)
+        with pytest.raises(UploadError, match="已损坏"):
+            load_upload(cut)
+        assert ImageFile.LOAD_TRUNCATED_IMAGES is True  # never switched, so no lock between uploads
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = old
+    assert np.array_equal(np.asarray(image), np.asarray(Image.open(photo).convert("RGB"))) and notes == []

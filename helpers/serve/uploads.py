@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import re
-import threading
 import time
 import warnings
 from pathlib import Path
@@ -56,24 +55,39 @@ def _to_rgb(img, notes: list):
     return img if mode == "RGB" else img.convert("RGB")
 
 
-_STRICT_LOCK = threading.Lock()
+class _NoShortRead:
+    """A file wrapper for one decode: reaching the end of the file before the decoder is done means truncated."""
+
+    def __init__(self, fp):
+        self._fp = fp
+
+    def read(self, size=-1):
+        data = self._fp.read(size)
+        if not data and size != 0:
+            raise OSError("image file is truncated")
+        return data
+
+    def __getattr__(self, name):  # seek, tell, fileno, close: the real file's
+        return getattr(self._fp, name)
 
 
-def _load_strict(img):
-    """Decode fully, failing on truncated files even where LMDeploy switched that check off.
+def _load_strict(img, file_bytes: int):
+    """Decode fully in one decoder call, refusing a truncated file without touching Pillow's global settings.
 
-    ``import lmdeploy`` sets Pillow's process-wide ``LOAD_TRUNCATED_IMAGES`` (half a photo then
-    decodes with a grey rest); an upload must be refused instead, so the flag is off while we decode.
+    ``import lmdeploy`` sets Pillow's process-wide ``LOAD_TRUNCATED_IMAGES`` (half a photo then decodes
+    with a grey rest). Switching it off around each decode needed a process-wide lock, which queued
+    every upload behind the others under a class's load; instead a short read of this file is an error.
+    The whole file goes to the decoder at once: in 64 KiB pieces each piece waits for the GIL again,
+    which many busy threads in a serving process make slow (``benchmarks/upload_decode.py``).
     """
-    from PIL import ImageFile
-
-    with _STRICT_LOCK:
-        old = ImageFile.LOAD_TRUNCATED_IMAGES
-        ImageFile.LOAD_TRUNCATED_IMAGES = False
-        try:
-            img.load()
-        finally:
-            ImageFile.LOAD_TRUNCATED_IMAGES = old
+    img.decodermaxblock = max(img.decodermaxblock, file_bytes + 1)
+    fp = img.fp
+    img.fp = _NoShortRead(fp)
+    try:
+        img.load()
+    finally:
+        if img.fp is not None:  # Pillow drops the file after a single-frame load
+            img.fp = fp
 
 
 def load_upload(path, max_upload_mb: float | None = None, max_image_pixels: int | None = None, settings=None,
@@ -142,7 +156,7 @@ def load_upload(path, max_upload_mb: float | None = None, max_image_pixels: int 
             img.seek(0)
             notes.append(f"动图共 {img.n_frames} 帧，只使用第一帧")
         try:
-            _load_strict(img)
+            _load_strict(img, path.stat().st_size)
             t1 = time.perf_counter()
             orientation = img.getexif().get(0x0112, 1)
             upright = ImageOps.exif_transpose(img)
