@@ -324,6 +324,11 @@ def get_settings(profile: str | None = None, **overrides) -> Settings:
             accumulative_counts=1,  # twice the optimizer steps of accumulation 2, in the same time (times: benchmarks/README.md)
             llm_activation_checkpointing=False,  # a tiny model's activations are small: recomputing them only costs time
         )
+        if not _cuda():
+            # notebook 02 on the CPU: the lighter stage 2 that notebooks 05-06 were measured on (a question for about
+            # a third of the scenes, 2 epochs); a GPU runs the default, whose colour answers have a margin there
+            # (docs/gpu-runs.md §14) at a cost of seconds
+            values.update(pretrain_question_share=1 / 3, pretrain_stage2_epochs=2)
     from_env = _env_overrides()
     values.update(from_env)
     if from_env:

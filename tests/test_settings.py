@@ -57,3 +57,15 @@ def test_repo_relative_text_shortens_only_paths_in_the_repository(tmp_path):
     text = f"xtuner train {REPO_ROOT}/artifacts/runs/a.py --work-dir {tmp_path}/w\npath = '{REPO_ROOT}/artifacts/m'"
     assert repo_relative_text(text) == f"xtuner train artifacts/runs/a.py --work-dir {tmp_path}/w\npath = 'artifacts/m'"
     assert repo_relative_text("no path here") == "no path here"
+
+
+def test_notebook_02s_stage_2_is_lighter_on_the_cpu_than_on_a_gpu(monkeypatch):
+    import helpers.settings as settings
+
+    monkeypatch.delenv("INTERNVL_SETTINGS", raising=False)
+    monkeypatch.setattr(settings, "_cuda", lambda: False)
+    cpu = get_settings("tiny")
+    monkeypatch.setattr(settings, "_cuda", lambda: True)
+    gpu = get_settings("tiny")
+    assert (cpu.pretrain_question_share, cpu.pretrain_stage2_epochs) == (1 / 3, 2)
+    assert (gpu.pretrain_question_share, gpu.pretrain_stage2_epochs) == (1.0, 3)  # docs/gpu-runs.md §14
