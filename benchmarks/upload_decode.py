@@ -2,18 +2,18 @@
 
 The web UI decodes every upload in its own process, beside Gradio's worker threads and LMDeploy's
 engine loop. Under the class load of ``benchmarks/webui_load.py`` (docs/gpu-runs.md §12) the
-JPEG decode grew from 0.06 s alone to 2.2 s at 64 students. Two things made it grow:
+JPEG decode grew from 0.06 s alone to 2.2 s at 64 students. Two things make it grow:
 
-* the old strict decode switched Pillow's process-wide ``LOAD_TRUNCATED_IMAGES`` off around each
-  decode, under one process-wide lock: concurrent uploads waited for each other;
+* the strict decode switches Pillow's process-wide ``LOAD_TRUNCATED_IMAGES`` off around each
+  decode, under one process-wide lock: concurrent uploads wait for each other;
 * Pillow feeds its decoder 64 KiB at a time and takes the GIL back between pieces, so busy Python
-  threads make every piece wait.
+  threads make every piece, and with it the time the lock is held, longer.
 
 This benchmark runs ``--uploads`` decodes of a phone-size JPEG at once (one thread each) while
 ``--busy`` Python threads keep the interpreter busy (standing in for Gradio and the engine loop),
 twice in the same run: **baseline** = Pillow's default decode of the file behind one lock, as
-before; **course** = :func:`helpers.serve.uploads.load_upload` (whole file in one decoder call,
-no lock). It prints the mean and p95 per-upload time of each and their ratio.
+before; **course** = :func:`helpers.serve.uploads.load_upload` (the same lock, the whole file in
+one decoder call). It prints the mean and p95 per-upload time of each and their ratio.
 
 Usage:
     python benchmarks/upload_decode.py [--uploads 16] [--busy 4] [--repeat 3]

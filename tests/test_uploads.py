@@ -137,7 +137,7 @@ def test_long_message_is_refused_and_history_is_bounded(app, tmp_path):
     assert f"每条问题最多 {S.max_message_chars} 字" in str(demo.config)
 
 
-def test_a_large_photo_decodes_whole_and_a_cut_png_is_refused_under_lmdeploys_setting(tmp_path):
+def test_a_large_photo_decodes_whole_and_cut_or_broken_files_are_refused_under_lmdeploys_setting(tmp_path):
     import numpy as np
     from PIL import Image, ImageFile
 
@@ -155,7 +155,13 @@ def test_a_large_photo_decodes_whole_and_a_cut_png_is_refused_under_lmdeploys_se
         image, notes = load_upload(photo)
         with pytest.raises(UploadError, match="已损坏"):
             load_upload(cut)
-        assert ImageFile.LOAD_TRUNCATED_IMAGES is True  # never switched, so no lock between uploads
+        broken = bytearray((tmp_path / "whole.png").read_bytes())  # complete, but part of its data stream is garbage
+        for i in range(len(broken) // 3, len(broken) // 3 + 200):
+            broken[i] ^= 0x5A
+        (tmp_path / "broken.png").write_bytes(bytes(broken))
+        with pytest.raises(UploadError, match="已损坏"):
+            load_upload(tmp_path / "broken.png")
+        assert ImageFile.LOAD_TRUNCATED_IMAGES is True  # put back for LMDeploy
     finally:
         ImageFile.LOAD_TRUNCATED_IMAGES = old
     assert np.array_equal(np.asarray(image), np.asarray(Image.open(photo).convert("RGB"))) and notes == []

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -55,39 +56,29 @@ def _to_rgb(img, notes: list):
     return img if mode == "RGB" else img.convert("RGB")
 
 
-class _NoShortRead:
-    """A file wrapper for one decode: reaching the end of the file before the decoder is done means truncated."""
-
-    def __init__(self, fp):
-        self._fp = fp
-
-    def read(self, size=-1):
-        data = self._fp.read(size)
-        if not data and size != 0:
-            raise OSError("image file is truncated")
-        return data
-
-    def __getattr__(self, name):  # seek, tell, fileno, close: the real file's
-        return getattr(self._fp, name)
+_STRICT_LOCK = threading.Lock()
 
 
 def _load_strict(img, file_bytes: int):
-    """Decode fully in one decoder call, refusing a truncated file without touching Pillow's global settings.
+    """Decode fully, failing on truncated or corrupt files even where LMDeploy switched that check off.
 
-    ``import lmdeploy`` sets Pillow's process-wide ``LOAD_TRUNCATED_IMAGES`` (half a photo then decodes
-    with a grey rest). Switching it off around each decode needed a process-wide lock, which queued
-    every upload behind the others under a class's load; instead a short read of this file is an error.
-    The whole file goes to the decoder at once: in 64 KiB pieces each piece waits for the GIL again,
-    which many busy threads in a serving process make slow (``benchmarks/upload_decode.py``).
+    ``import lmdeploy`` sets Pillow's process-wide ``LOAD_TRUNCATED_IMAGES`` (half a photo then
+    decodes with a grey rest, a broken data stream passes); an upload must be refused instead, so the
+    flag is off while we decode, under a lock because the flag is global. The whole file goes to the
+    decoder in one call: in 64 KiB pieces each piece waits for the GIL again, which many busy threads
+    in a serving process make slow, and every upload waits while the lock is held
+    (``benchmarks/upload_decode.py``).
     """
+    from PIL import ImageFile
+
     img.decodermaxblock = max(img.decodermaxblock, file_bytes + 1)
-    fp = img.fp
-    img.fp = _NoShortRead(fp)
-    try:
-        img.load()
-    finally:
-        if img.fp is not None:  # Pillow drops the file after a single-frame load
-            img.fp = fp
+    with _STRICT_LOCK:
+        old = ImageFile.LOAD_TRUNCATED_IMAGES
+        ImageFile.LOAD_TRUNCATED_IMAGES = False
+        try:
+            img.load()
+        finally:
+            ImageFile.LOAD_TRUNCATED_IMAGES = old
 
 
 def load_upload(path, max_upload_mb: float | None = None, max_image_pixels: int | None = None, settings=None,
