@@ -188,12 +188,9 @@ def _env_overrides() -> dict:
         raise ValueError(f"INTERNVL_SETTINGS cannot set {sorted(set(values) & fixed)}: use the other INTERNVL_* variables")
     import dataclasses
 
-    types = {f.name: f.type for f in dataclasses.fields(Settings)}
-    unknown = sorted(set(values) - set(types))
-    if unknown:
-        raise ValueError(f"INTERNVL_SETTINGS: unknown settings {unknown} (not fields of Settings)")
+    types = {f.name: f.type for f in dataclasses.fields(Settings)}  # unknown names: get_settings refuses them
     # JSON has no paths: a folder given as text becomes the Path every other caller of the field gets
-    return {k: Path(v) if types[k] in ("Path", Path) and isinstance(v, str) else v for k, v in values.items()}
+    return {k: Path(v) if types.get(k) in ("Path", Path) and isinstance(v, str) else v for k, v in values.items()}
 
 
 def repo_relative(path) -> str:
