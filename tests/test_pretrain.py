@@ -28,6 +28,11 @@ def test_every_attribute_value_is_judged_exactly():
     assert not checks.answer_is_right("位于图片的下方和左边。", s, "position")
     assert not checks.answer_is_right("它们是黑色的。", s, "colour")
     assert checks.answer_is_right("背景是浅蓝色。", s, "background")
+    # a caption names the background too, and "浅蓝色" holds the colour name "蓝色"
+    assert checks.answer_is_right("图中有两个白色的正方形，位于下方，背景是浅蓝色。", s, "colour")
+    blue = scenes.Scene(2, "蓝色", "正方形", "下方", "浅蓝色")
+    assert checks.answer_is_right("图中有两个蓝色的正方形，背景是浅蓝色。", blue, "colour")
+    assert not checks.answer_is_right("图中有两个白色的正方形，背景是浅蓝色。", blue, "colour")
 
 
 def test_draw_scene_is_deterministic_and_paints_the_colour():
@@ -161,6 +166,24 @@ def test_fingerprint_follows_the_recipe(tiny_model_dir):
         assert build.fingerprint(tiny_model_dir, dataclasses.replace(recipe, **change)) != same, change
     with pytest.raises(FileNotFoundError, match="tiny model"):
         build.fingerprint(tiny_model_dir.parent / "nothing-here", recipe)
+
+
+def test_fingerprint_follows_the_stages_code_but_not_the_checks(tiny_model_dir, tmp_path, monkeypatch):
+    import shutil
+
+    from helpers.settings import REPO_ROOT, get_settings
+
+    shutil.copytree(REPO_ROOT / "helpers", tmp_path / "helpers", ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(build, "REPO_ROOT", tmp_path)
+    recipe = build.PretrainRecipe.from_settings(get_settings("tiny"))
+    before = build.fingerprint(tiny_model_dir, recipe)
+    pretrain = tmp_path / "helpers" / "pretrain"
+    for name in ("checks.py", "__main__.py"):  # they only read a built base
+        (pretrain / name).write_text((pretrain / name).read_text(encoding="utf-8") + "\n# changed\n", encoding="utf-8")
+    assert build.fingerprint(tiny_model_dir, recipe) == before
+    stage = pretrain / "stage_data.py"
+    stage.write_text(stage.read_text(encoding="utf-8") + "\n# changed\n", encoding="utf-8")
+    assert build.fingerprint(tiny_model_dir, recipe) != before
 
 
 def test_language_warmup_trains_only_the_llm(tiny_model_dir, tmp_path):

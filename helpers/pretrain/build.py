@@ -89,14 +89,16 @@ MANIFEST = "pretrain.json"  # written into the base model dir: fingerprint, loss
 def fingerprint(tiny_dir, recipe: PretrainRecipe) -> str:
     """SHA-256 of everything the base model is built from.
 
-    The tiny checkpoint's files, the model code (``helpers/internvl``), this package, the XTuner
-    compatibility class and the recipe: a change to any of them rebuilds the base.
+    The tiny checkpoint's files, the model code (``helpers/internvl``), this package's stages (not its
+    checks), the XTuner compatibility class and the recipe: a change to any of them rebuilds the base.
     """
     h = hashlib.sha256(json.dumps(asdict(recipe), sort_keys=True).encode())
     tiny_dir = Path(tiny_dir)
     files = [tiny_dir / n for n in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")]
     helpers = REPO_ROOT / "helpers"
-    files += sorted((helpers / "internvl").glob("*.py")) + sorted((helpers / "pretrain").glob("*.py"))
+    # the checks and the command line only read a built base: changing them rebuilds nothing
+    stages = [f for f in sorted((helpers / "pretrain").glob("*.py")) if f.name not in ("checks.py", "__main__.py")]
+    files += sorted((helpers / "internvl").glob("*.py")) + stages
     files += [helpers / "train" / "xtuner_compat.py", helpers / "foods.py"]
     files += sorted((helpers / "data").glob("synth_*.py"))
     for f in files:

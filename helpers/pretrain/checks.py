@@ -27,7 +27,13 @@ def answer_is_right(answer: str, scene: Scene, attribute: str) -> bool:
         >>> s = Scene(2, "红色", "圆形", "左边", "米色")
         >>> answer_is_right("它们是红色的。", s, "colour"), answer_is_right("红色和蓝色。", s, "colour")
         (True, False)
+        >>> answer_is_right("两个红色的圆形，背景是浅蓝色。", s, "colour")
+        True
     """
+    if attribute != "background":
+        # a background's name holds a colour's ("浅蓝色" holds "蓝色"): a described background is no colour answer
+        for name in BACKGROUNDS:
+            answer = answer.replace(name, "")
     right = _expected(scene, attribute)
     return right in answer and not any(v in answer for v in _VALUES[attribute] if v != right)
 
