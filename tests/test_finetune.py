@@ -78,6 +78,9 @@ def test_tiny_profile_overrides_are_explained(tmp_path):
                                   tmp_path, tmp_path / "run")
     assert "type=OptimWrapper" in text and "type=AmpOptimWrapper" not in text
     assert "AmpOptimWrapper asserts a CUDA device" in text
+    # fp32 training holds the frozen weights in fp32 too (XTuner loads them in bf16)
+    assert "import FullPrecisionInternVL" in text and "type=FullPrecisionInternVL" in text
+    assert "CourseInternVL" not in text.replace("FullPrecisionInternVL", "")
     assert "optim_wrapper = 'plain' (course recipe: 'amp')" in text
     assert "max_epochs = 2 (course recipe: 10)" in text
     # 20 samples -> 6 iterations a epoch, 12 in all: 3 % would be 0 warm-up iterations.

@@ -37,8 +37,8 @@ from xtuner.utils import PROMPT_TEMPLATE
 
 # XTuner's InternVL_V1_5 plus the fixes this software stack needs (1-process group without
 # torchrun, fp32 trainable projector, bitsandbytes that cannot import). Same arguments and
-# same saved .pth as InternVL_V1_5.
-from helpers.train.xtuner_compat import CourseInternVL
+# same saved .pth as InternVL_V1_5.$model_class_note
+from helpers.train.xtuner_compat import $model_class
 
 #######################################################################
 #                          PART 1  Settings                           #
@@ -91,7 +91,7 @@ $profile_notes
 #            PART 2  Model & Tokenizer & Image Processor              #
 #######################################################################
 model = dict(
-    type=CourseInternVL,
+    type=$model_class,
     model_path=path,
     freeze_llm=True,
     freeze_visual_encoder=True,
@@ -253,3 +253,9 @@ optim_wrapper = dict(
     clip_grad=dict(max_norm=max_norm, error_if_nonfinite=False),
     accumulative_counts=accumulative_counts,
 )'''
+
+
+FULL_PRECISION_NOTE = '''
+# FullPrecisionInternVL (the same class, every weight held in fp32) goes with the fp32 OptimWrapper
+# below: XTuner loads the frozen towers in bf16, and a CPU without bf16 instructions runs bf16
+# matmuls in a slow generic kernel.'''

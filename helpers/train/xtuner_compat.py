@@ -253,7 +253,8 @@ class CourseInternVL(InternVL_V1_5):
 
 
 class FullPrecisionInternVL(CourseInternVL):
-    """XTuner's InternVL_V1_5 (course fixes included) holding every weight in fp32 (notebook 02's stages).
+    """XTuner's InternVL_V1_5 (course fixes included) holding every weight in fp32 (notebook 02's stages, and
+    notebook 05 wherever it trains with the fp32 ``OptimWrapper``, i.e. on a CPU).
 
     XTuner loads the checkpoint in bf16 and the course class keeps only the *trainable*
     weights in fp32. With the LLM frozen and no LoRA (stage 1), the fp32 projector's tokens
