@@ -108,7 +108,8 @@ class Settings:
     pretrain_stage0_steps: int = 150  # stage 0a: language warm-up steps of the LLM alone (16 texts a step)
     pretrain_stage0_lr: float = 3e-3  # stage 0a AdamW peak learning rate
     pretrain_text_food_share: float = 0.3  # stage 0a: share of texts that describe a dish's looks
-    pretrain_vision_steps: int = 800  # stage 0b: InternViT warm-up steps at 224 px (32 images a step)
+    pretrain_vision_steps: int = 1600  # stage 0b: InternViT warm-up steps at 224 px (32 images a step); its food
+    # features bound what notebook 05 can learn with the ViT frozen (docs/course-development.md)
     pretrain_vision_lr: float = 3e-3  # stage 0b AdamW peak learning rate
     pretrain_vision_food_batch: int = 24  # stage 0b: food photos among the 32 images of a step
     pretrain_stage1_epochs: int = 1  # stage 1 (InternViT + MLP, LLM frozen): passes over the captions
@@ -317,15 +318,12 @@ def get_settings(profile: str | None = None, **overrides) -> Settings:
             or _config_value(tiny_model, "max_dynamic_patch") or 6,
             optim_wrapper="amp" if _cuda() else "plain",  # AmpOptimWrapper asserts a GPU: fp32 on a CPU
             dataloader_num_workers=0,  # worker processes only add start-up time on 2 cores
-            lr=1e-3,  # the recipe's 3e-5 leaves a tiny-width model's loss near its start (measured)
+            # the recipe's 3e-5 leaves a tiny-width model's loss near its start; 1e-3 and 2e-3 end less accurate
+            # (docs/course-development.md)
+            lr=5e-4,
             accumulative_counts=1,  # twice the optimizer steps of accumulation 2, in the same time (times: benchmarks/README.md)
             llm_activation_checkpointing=False,  # a tiny model's activations are small: recomputing them only costs time
         )
-        if not _cuda():
-            # notebook 02 on the CPU: the lighter stage 2 that notebooks 05-06 were measured on (a question for about
-            # a third of the scenes, 2 epochs); a GPU runs the default, whose colour answers have a margin there
-            # (docs/gpu-runs.md §14) at a cost of seconds
-            values.update(pretrain_question_share=1 / 3, pretrain_stage2_epochs=2)
     from_env = _env_overrides()
     values.update(from_env)
     if from_env:
