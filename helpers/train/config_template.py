@@ -37,7 +37,7 @@ from xtuner.utils import PROMPT_TEMPLATE
 
 # XTuner's InternVL_V1_5 plus the fixes this software stack needs (1-process group without
 # torchrun, fp32 trainable projector, bitsandbytes that cannot import). Same arguments and
-# same saved .pth as InternVL_V1_5.$model_class_note
+# same saved .pth as InternVL_V1_5.
 from helpers.train.xtuner_compat import $model_class
 
 #######################################################################
@@ -242,7 +242,9 @@ optim_wrapper = dict(
 
 PLAIN_SETTINGS = '''\
 # OptimWrapper (fp32, no loss scaling) instead of the recipe's AmpOptimWrapper: AmpOptimWrapper
-# asserts a CUDA device, so it cannot run on CPU.
+# asserts a CUDA device, so it cannot run on CPU. With it the model is FullPrecisionInternVL (the
+# same class, every weight held in fp32): XTuner loads the frozen towers in bf16, and a CPU without
+# bf16 instructions runs bf16 matmuls in a slow generic kernel.
 '''
 
 
@@ -253,9 +255,3 @@ optim_wrapper = dict(
     clip_grad=dict(max_norm=max_norm, error_if_nonfinite=False),
     accumulative_counts=accumulative_counts,
 )'''
-
-
-FULL_PRECISION_NOTE = '''
-# FullPrecisionInternVL (the same class, every weight held in fp32) goes with the fp32 OptimWrapper
-# below: XTuner loads the frozen towers in bf16, and a CPU without bf16 instructions runs bf16
-# matmuls in a slow generic kernel.'''

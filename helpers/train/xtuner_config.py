@@ -25,8 +25,7 @@ from pathlib import Path
 from string import Template
 
 from helpers.settings import Settings
-from helpers.train.config_template import (AMP_BLOCK, AMP_SETTINGS, FULL_PRECISION_NOTE, PLAIN_BLOCK, PLAIN_SETTINGS,
-                                           TEMPLATE)
+from helpers.train.config_template import AMP_BLOCK, AMP_SETTINGS, PLAIN_BLOCK, PLAIN_SETTINGS, TEMPLATE
 
 
 # mmengine's LinearLR reaches the full LR at iteration end-1: end=1 never warms up (the LR stays
@@ -256,7 +255,6 @@ def render_config(settings: Settings, model_path, train_json, image_folder, work
         optim_wrapper_settings=optim_settings,
         optim_wrapper_block=AMP_BLOCK if amp else PLAIN_BLOCK,
         model_class="CourseInternVL" if amp else "FullPrecisionInternVL",
-        model_class_note="" if amp else FULL_PRECISION_NOTE,
         save_steps=recipe.save_steps, save_total_limit=recipe.save_total_limit,
         save_optimizer=recipe.save_optimizer, log_interval=recipe.log_interval,
         seed=recipe.seed, profile_notes=notes,
