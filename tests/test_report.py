@@ -29,11 +29,37 @@ def test_rows_are_matched_by_knobs_and_goals_get_verdicts(tmp_path):
         sample=dict(tiles=10.0, tiles_min=7, tiles_max=13, tokens=2800),
         environment=dict(card="NVIDIA H100 80GB HBM3", gpus=1, python="3.12", versions={"torch": "2.11"}))))
     text = "\n".join(report.finetune_section(path))
-    assert "recommended (row `some_name`) / upstream samples/s: 2.00 (goal ≥ 1.8: met)" in text
-    assert "lean (row `lean_answer_only`) nvidia-smi peak (GiB): 12.00 (goal ≤ 20: met)" in text
-    assert "lean / upstream samples/s: 0.80 (goal ≥ 1.2: not met)" in text
+    assert "recommended (row `some_name`) / upstream samples/s: 2.00 (goal ≥ 1.8: met) — one round: no spread" in text
+    assert "lean (row `lean_answer_only`) / upstream samples/s: 0.80 (goal ≥ 1.2: not met)" in text
+    assert "nvidia-smi peak (GiB, highest round): 12.00 (goal ≤ 20: met)" in text
     assert "old_recommended" in text and "recommended (row `old_recommended`)" not in text
     assert "| 0.162 |" in text  # mfu 0.2 x 800 / 989.4, the published dense bf16 peak of an H100
+
+
+def _run(path, rows):
+    path.write_text(json.dumps(dict(
+        rows=rows, iters=10, warmup=4, deepspeed="deepspeed_zero2", matmul={"bf16_tflops": 800.0},
+        sample=dict(tiles=10.0, tiles_min=7, tiles_max=13, tokens=2800),
+        environment=dict(card="NVIDIA H100 80GB HBM3", gpus=1, python="3.12", versions={"torch": "2.11"}))))
+    return path
+
+
+def test_each_round_is_measured_against_its_own_upstream_and_the_spread_is_reported(tmp_path):
+    rec = dict(fused=True, aligned=True, answer_only=True, liger=True)
+    rows = []
+    # round 2's card is slower for every recipe: its ratio stays 2.0, which a shared upstream would hide
+    for rnd, (up, fast) in enumerate([(0.2, 0.1), (0.4, 0.2), (0.2, 0.125)], start=1):
+        rows += [dict(_row("upstream", 4, 2, True, up, 36.0), round=rnd),
+                 dict(_row("recommended", 2, 4, False, fast, 28.0 + rnd, **rec), round=rnd, job_640_min=5.0)]
+    path = _run(tmp_path / "finetune-20990101-000000-card.json", rows)
+    text = "\n".join(report.finetune_section(path))
+    assert "/ upstream samples/s: 2.00 (goal ≥ 1.8: met) — median of 3 rounds" in text
+    assert "(range 1.60–2.00)" in text
+    out = report.publish_finetune(path, tmp_path / "table.json")
+    course, pub = json.loads(out.read_text())["rows"]
+    assert course["recipe"] == "course" and course["speedup"] == 1.0 and course["speedup_range"] == [1.0, 1.0]
+    assert pub["recipe"] == "recommended" and pub["rounds"] == 3 and pub["speedup"] == 2.0
+    assert pub["speedup_range"] == [1.6, 2.0] and pub["smi_peak_gib"] == 31.0  # the highest round's peak
 
 
 def test_published_peak_only_for_listed_cards():

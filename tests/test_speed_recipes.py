@@ -34,6 +34,19 @@ def test_measured_table_reads_the_published_file(tmp_path):
     assert "NVIDIA H100 80GB HBM3" in caption and "x.json" in caption
     assert measured_speed_table(tmp_path / "missing.json") == (None, measured_speed_table(tmp_path / "m.json")[1])
     assert "还没有发布" in measured_speed_table(tmp_path / "missing.json")[1]
+    assert not any("轮" in c for c in table.columns)  # one round: no range column
+
+
+def test_measured_table_shows_the_range_of_several_rounds(tmp_path):
+    pytest.importorskip("pandas")
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps(dict(source="benchmarks/results/x.json", card="NVIDIA H100 80GB HBM3", iters=10,
+                                    tiles=10.9, tokens=2866,
+                                    rows=[dict(recipe="recommended", batch=2, accum=4, speedup=1.6, rounds=3,
+                                               speedup_range=[1.55, 1.62], s_per_sample=0.15, smi_peak_gib=28.5,
+                                               job_640_min=6.4)])))
+    table, caption = measured_speed_table(path)
+    assert table["3 轮的范围"].tolist() == ["1.55–1.62"] and "共 3 轮" in caption
 
 
 def test_the_committed_table_names_the_current_recipes():

@@ -120,10 +120,14 @@ def measured_speed_table(path=None):
         data = json.loads(open(path, encoding="utf-8").read())
     except FileNotFoundError:
         return None, f"还没有发布 GPU 实测（{MEASURED_TABLE} 不存在）"
+    rounds = max(r.get("rounds", 1) for r in data["rows"])
     table = pd.DataFrame([{
         "SPEED": r["recipe"], "micro-batch × 累积": f"{r['batch']} × {r['accum']}",
-        "相对上游的样本/秒": r["speedup"], "nvidia-smi 峰值 (GiB)": r["smi_peak_gib"],
-        "640 步预计用时 (分钟)": r["job_640_min"]} for r in data["rows"]])
+        "相对上游的样本/秒": r["speedup"],
+        # several rounds: the median above, each round's ratio against its own upstream within this range
+        **({f"{rounds} 轮的范围": "{:.2f}–{:.2f}".format(*r["speedup_range"])} if rounds > 1 else {}),
+        "nvidia-smi 峰值 (GiB)": r["smi_peak_gib"], "640 步预计用时 (分钟)": r["job_640_min"]} for r in data["rows"]])
     caption = (f"{data['card']}，InternVL2-2B 形状、随机权重，每条样本平均 {data['tiles']:.1f} 个图块、约 "
-               f"{data['tokens']:,} 个 token，每个配方 {data['iters']} 步；数据：{data['source']}")
+               f"{data['tokens']:,} 个 token，每个配方 {data['iters']} 步"
+               + (f"，共 {rounds} 轮（取中位数）" if rounds > 1 else "") + f"；数据：{data['source']}")
     return table, caption
