@@ -6,7 +6,7 @@ import json
 import pytest
 
 from helpers.settings import get_settings
-from helpers.train.speed_recipes import SPEED_RECIPES, measured_speed_table, speed_settings
+from helpers.train.speed_recipes import SPEED_RECIPES, measured_speed_table, pick_speed_recipe, speed_settings
 
 
 def test_every_recipe_keeps_the_global_batch_and_the_maths():
@@ -55,3 +55,18 @@ def test_the_committed_table_names_the_current_recipes():
     if table is None:
         pytest.skip(caption)
     assert set(table["SPEED"]) <= set(SPEED_RECIPES)
+
+
+def test_notebook_05_picks_the_fastest_recipe_that_fits_the_card(tmp_path):
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps(dict(rows=[
+        dict(recipe="course", speedup=1.0, smi_peak_gib=36.3), dict(recipe="recommended", speedup=1.56, smi_peak_gib=28.5),
+        dict(recipe="lean", speedup=0.95, smi_peak_gib=12.7), dict(recipe="not_a_recipe", speedup=9.0, smi_peak_gib=1.0)])))
+    assert pick_speed_recipe("cuda", 79.1, path)[0] == "recommended"  # an 80 GB H100
+    name, why = pick_speed_recipe("cuda", 23.6, path)                  # a 24 GB card: recommended's 28.5 does not fit
+    assert name == "lean" and "lean" in why and "23.6" not in why and "21.2" in why
+    # 31 GiB: 28.5 leaves less than the 10 % headroom, so lean
+    assert pick_speed_recipe("cuda", 31.0, path)[0] == "lean"
+    assert pick_speed_recipe("cuda", 12.0, path)[0] == "lean" and "不足" in pick_speed_recipe("cuda", 12.0, path)[1]
+    assert pick_speed_recipe("cuda", 80.0, tmp_path / "missing.json")[0] == "lean"
+    assert pick_speed_recipe("cpu", None, path)[0] == "course"

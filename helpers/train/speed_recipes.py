@@ -131,3 +131,51 @@ def measured_speed_table(path=None):
                f"{data['tokens']:,} 个 token，每个配方 {data['iters']} 步"
                + (f"，共 {rounds} 轮（取中位数）" if rounds > 1 else "") + f"；数据：{data['source']}")
     return table, caption
+
+
+CARD_HEADROOM = 0.1  # share of the card kept free beyond a recipe's measured peak (another process, fragmentation)
+
+
+def pick_speed_recipe(device: str, card_gib: float | None = None, path=None) -> tuple:
+    """Notebook 05's default: the fastest speed recipe whose measured peak fits this card.
+
+    The measured table (:data:`MEASURED_TABLE`, InternVL2-2B shapes) gives each recipe's speed
+    against the upstream launch and its nvidia-smi peak; a recipe fits when its peak leaves
+    :data:`CARD_HEADROOM` of the card free. On a CPU the course recipe runs as it is (the speed
+    recipes are CUDA levers).
+
+    Args:
+        device: "cuda" or "cpu" (``Settings.device``).
+        card_gib: the card's memory in GiB; None reads GPU 0 through torch.
+        path: the measured table (default: the committed one).
+
+    Returns:
+        ``(name, reason)``: a key of :data:`SPEED_RECIPES` and one Chinese sentence saying why.
+
+    Example:
+        >>> pick_speed_recipe("cpu")[0]
+        'course'
+    """
+    import json
+
+    from helpers.settings import REPO_ROOT
+
+    if device != "cuda":
+        return "course", "CPU：按上游配方原样运行（其余配方的加速手段都要 CUDA）"
+    if card_gib is None:
+        import torch
+
+        card_gib = torch.cuda.get_device_properties(0).total_memory / 2**30
+    path = REPO_ROOT / MEASURED_TABLE if path is None else path
+    try:
+        rows = json.loads(open(path, encoding="utf-8").read())["rows"]
+    except FileNotFoundError:
+        return "lean", f"没有 GPU 实测表（{MEASURED_TABLE}）：选显存最省的 lean"
+    budget = card_gib * (1 - CARD_HEADROOM)
+    fits = [r for r in rows if r["recipe"] in SPEED_RECIPES and r["smi_peak_gib"] <= budget]
+    if not fits:
+        return "lean", (f"这张卡 {card_gib:.0f} GiB，实测表里没有峰值低于 {budget:.1f} GiB 的配方：选显存最省的 lean，"
+                        "仍可能显存不足")
+    best = max(fits, key=lambda r: r["speedup"])
+    return best["recipe"], (f"这张卡 {card_gib:.0f} GiB：实测峰值不超过 {budget:.1f} GiB 的配方里最快的是 "
+                            f"{best['recipe']}（上游的 {best['speedup']:.2f} 倍，峰值 {best['smi_peak_gib']} GiB）")
