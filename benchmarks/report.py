@@ -5,7 +5,8 @@ Numbers in the README come only from here, never typed: run it after a GPU run h
 Usage:
     python benchmarks/report.py            # print the tables
     python benchmarks/report.py --write    # also replace the results section of benchmarks/README.md
-    python benchmarks/report.py --publish  # also write docs/measured/finetune-recipes.json (notebook 05's table)
+    python benchmarks/report.py --publish  # also write docs/measured/finetune-recipes.json (notebook 05's table:
+                                           # each course recipe from the newest run that measured it)
 """
 from __future__ import annotations
 
@@ -140,7 +141,32 @@ def load_finetune(path: Path) -> dict:
     return d
 
 
-def finetune_section(path: Path) -> list[str]:
+def finetune_cover(results: Path = HERE / "results") -> list[Path]:
+    """The newest fine-tuning runs that together measured every current course recipe, newest first.
+
+    Each recipe comes from the newest run (on the newest run's card) that measured it against that run's
+    own upstream, so every ratio is still measured in one run; an older run is used only for a recipe the
+    newer ones did not measure.
+    """
+    files = sorted((f for f in results.glob("finetune-*.json") if re.match(r"finetune-\d{8}-\d{6}-", f.name)), reverse=True)
+    if not files:
+        return []
+    card = json.loads(files[0].read_text())["environment"]["card"]
+    need, out = set(course_recipes()), []
+    for f in files:
+        d = load_finetune(f)
+        if d["environment"]["card"] != card:
+            continue
+        have = {r["course_recipe"] for r in d["rows"] if r.get("course_recipe") and r.get("speedup")}
+        if have & (need - {"course"}) or not out:
+            out.append(f)
+            need -= have
+        if not need:
+            break
+    return out
+
+
+def finetune_section(path: Path, recipes=None) -> list[str]:
     d = load_finetune(path)
     rows = d["rows"]
     measured, peak = d["matmul"]["bf16_tflops"], published_peak(d["environment"]["card"])
@@ -158,7 +184,7 @@ def finetune_section(path: Path) -> list[str]:
               "that work in less time rather than more FLOPs a second.", ""]
     for name, goal in (("recommended", 1.8), ("lean", 1.2)):
         s = recipe_summary(rows, name)
-        if s is None:
+        if s is None or (recipes is not None and name not in recipes):
             continue
         spread = (f" — median of {s['rounds']} rounds, each against its own upstream (range "
                   f"{s['speedup_min']:.2f}–{s['speedup_max']:.2f})" if s["rounds"] > 1 else " — one round: no spread")
@@ -191,28 +217,41 @@ def recipe_summary(rows: list[dict], course_recipe: str) -> dict | None:
 MEASURED = HERE.parent / "docs" / "measured"  # small committed tables the notebooks show (no lesson reads results/)
 
 
-def publish_finetune(path: Path, out: Path = MEASURED / "finetune-recipes.json") -> Path:
-    """Write the course recipes' rows of one fine-tuning run as the small table notebook 05 shows.
+def publish_finetune(paths, out: Path = MEASURED / "finetune-recipes.json") -> Path:
+    """Write the course recipes as measured on a GPU: the small table notebook 05 shows.
 
     Args:
-        path: a ``finetune-*.json`` results file (GPU run).
+        paths: ``finetune-*.json`` results files (GPU runs), newest first, as :func:`finetune_cover` gives
+            them; one path is also accepted. Each recipe's row comes from the first run that measured it.
         out: where the table goes (committed with the course).
 
     Returns:
         ``out``.
     """
-    d = load_finetune(path)
-    rows = []
-    for name in dict.fromkeys(r["course_recipe"] for r in d["rows"] if r.get("course_recipe") and r.get("speedup")):
-        s = recipe_summary(d["rows"], name)
-        first = next(r for r in d["rows"] if r.get("course_recipe") == name)
-        rows.append(dict(recipe=name, batch=first["batch"], accum=first["accum"], speedup=round(s["speedup"], 2),
-                         speedup_range=[round(s["speedup_min"], 2), round(s["speedup_max"], 2)], rounds=s["rounds"],
-                         s_per_sample=s["s_per_sample"], smi_peak_gib=s["smi_peak_gib"], job_640_min=s["job_640_min"]))
+    paths = [paths] if isinstance(paths, Path) else list(paths)
+    rows, used, first_run = [], [], None
+    order = list(course_recipes())
+    for path in paths:
+        d = load_finetune(path)
+        first_run = first_run or d
+        for name in dict.fromkeys(r["course_recipe"] for r in d["rows"] if r.get("course_recipe") and r.get("speedup")):
+            if any(r["recipe"] == name for r in rows):
+                continue
+            s = recipe_summary(d["rows"], name)
+            first = next(r for r in d["rows"] if r.get("course_recipe") == name)
+            rows.append(dict(recipe=name, batch=first["batch"], accum=first["accum"], speedup=round(s["speedup"], 2),
+                             speedup_range=[round(s["speedup_min"], 2), round(s["speedup_max"], 2)], rounds=s["rounds"],
+                             s_per_sample=s["s_per_sample"], smi_peak_gib=s["smi_peak_gib"],
+                             job_640_min=s["job_640_min"], source=path.name))
+            if path.name not in used:
+                used.append(path.name)
     if not rows:
-        raise SystemExit(f"{path.name}: no row has the knobs of a current course recipe; nothing to publish")
-    table = dict(source=f"benchmarks/results/{path.name}", card=d["environment"]["card"], iters=d["iters"],
-                 tiles=d["sample"]["tiles"], tokens=d["sample"]["tokens"], rows=rows)
+        raise SystemExit(f"{', '.join(p.name for p in paths)}: no row has the knobs of a current course recipe; "
+                         "nothing to publish")
+    rows.sort(key=lambda r: order.index(r["recipe"]))
+    d = first_run
+    table = dict(source=", ".join(f"benchmarks/results/{n}" for n in used), card=d["environment"]["card"],
+                 iters=d["iters"], tiles=d["sample"]["tiles"], tokens=d["sample"]["tokens"], rows=rows)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(table, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
     return out
@@ -245,7 +284,17 @@ def webui_section(path: Path, title: str = "A class on one GPU") -> list[str]:
 
 def render() -> str:
     parts = []
-    for kind, fn in (("serving", serving_section), ("finetune", finetune_section), ("webui-load", webui_section)):
+    for kind, fn in (("serving", serving_section), ("finetune", None), ("webui-load", webui_section)):
+        if kind == "finetune":
+            # the runs that together measured today's course recipes, newest first; each recipe's verdict where
+            # it was measured
+            cover, done = finetune_cover(), set()
+            for p in cover:
+                here = {r["course_recipe"] for r in load_finetune(p)["rows"] if r.get("speedup")} - done
+                parts += finetune_section(p, recipes=here) + [""]
+                done |= here
+            parts += [] if cover else ["_No finetune results yet._", ""]
+            continue
         p = latest(kind)
         parts += fn(p) + [""] if p else [f"_No {kind} results yet._", ""]
     # a later run of a few profiles at one N (webui_load.py --variant ...), kept beside the full sweep
@@ -259,13 +308,13 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--write", action="store_true", help="replace the results section of benchmarks/README.md")
     ap.add_argument("--publish", action="store_true",
-                    help=f"also write the newest fine-tuning run's course recipes to {MEASURED.relative_to(HERE.parent)}/")
+                    help=f"also write the course recipes of the newest fine-tuning runs to {MEASURED.relative_to(HERE.parent)}/")
     args = ap.parse_args(argv)
     if args.publish:
-        newest = latest("finetune")
-        if newest is None:
+        cover = finetune_cover()
+        if not cover:
             raise SystemExit("no finetune results to publish")
-        print(f"published {publish_finetune(newest).relative_to(HERE.parent)}")
+        print(f"published {publish_finetune(cover).relative_to(HERE.parent)}")
     text = render()
     print(text)
     if args.write:

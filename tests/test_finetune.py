@@ -254,7 +254,8 @@ def test_speed_recipes_keep_the_maths_and_match_the_benchmark(tmp_path, monkeypa
     from benchmarks.bench_finetune import RECIPES, overrides, recipe_settings
 
     course = get_settings("full")
-    for name, bench in (("course", "upstream"), ("recommended", "recommended"), ("lean", "lean")):
+    for name, bench in (("course", "upstream"), ("recommended", "recommended"), ("balanced", "balanced"),
+                        ("lean", "lean")):
         S = speed_settings(course, name)
         assert S.batch_size * S.accumulative_counts == 8 and (S.lr, S.max_epochs, S.lora_r) == (3e-5, 10, 128)
         b = RECIPES[bench]
@@ -268,13 +269,13 @@ def test_speed_recipes_keep_the_maths_and_match_the_benchmark(tmp_path, monkeypa
         == tiny.batch_size * tiny.accumulative_counts
     with pytest.raises(ValueError, match="choose one of"):
         speed_settings(course, "fastest")
-    assert set(SPEED_RECIPES) == {"course", "recommended", "lean"}
+    assert set(SPEED_RECIPES) == {"course", "recommended", "balanced", "lean"}
     # the rendered config carries the knobs and says why they differ from the course recipe
-    S = speed_settings(course, "recommended")
-    recipe = xtuner_config.Recipe.from_settings(S, n_train=100, name="recommended", reasons=speed_reasons())
+    S = speed_settings(course, "balanced")
+    recipe = xtuner_config.Recipe.from_settings(S, n_train=100, name="balanced", reasons=speed_reasons())
     text = xtuner_config.render_config(S, tmp_path / "model", _train_json(tmp_path, 100), tmp_path, tmp_path / "run",
                                   recipe=recipe)
-    assert "recipe 'recommended'" in text and "\nllm_activation_checkpointing = False" in text
+    assert "recipe 'balanced'" in text and "\nllm_activation_checkpointing = False" in text
     assert "\nactivation_checkpointing =" not in text  # mmengine's Runner would read it as a module list
     assert "fused_adamw = True" in text and "batch_size = 2" in text and "accumulative_counts = 4" in text
     assert "llm_activation_checkpointing = False (course recipe: True) - no second forward" in text

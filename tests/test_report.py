@@ -20,7 +20,7 @@ def _row(name, batch, accum, ckpt, s_per_sample, smi, **knobs):
 def test_rows_are_matched_by_knobs_and_goals_get_verdicts(tmp_path):
     rows = [_row("upstream", 4, 2, True, 0.2, 36.0),
             # called something else in its run, but it is today's recommended recipe
-            _row("some_name", 2, 4, False, 0.1, 30.0, fused=True, aligned=True, answer_only=True, liger=True),
+            _row("some_name", 4, 2, False, 0.1, 30.0, fused=True, aligned=True, answer_only=True, liger=True),
             _row("lean_answer_only", 1, 8, True, 0.25, 12.0, answer_only=True),
             _row("old_recommended", 2, 4, False, 0.15, 41.0, fused=True, aligned=True)]
     path = tmp_path / "finetune-20990101-000000-card.json"
@@ -50,7 +50,7 @@ def test_each_round_is_measured_against_its_own_upstream_and_the_spread_is_repor
     # round 2's card is slower for every recipe: its ratio stays 2.0, which a shared upstream would hide
     for rnd, (up, fast) in enumerate([(0.2, 0.1), (0.4, 0.2), (0.2, 0.125)], start=1):
         rows += [dict(_row("upstream", 4, 2, True, up, 36.0), round=rnd),
-                 dict(_row("recommended", 2, 4, False, fast, 28.0 + rnd, **rec), round=rnd, job_640_min=5.0)]
+                 dict(_row("recommended", 4, 2, False, fast, 28.0 + rnd, **rec), round=rnd, job_640_min=5.0)]
     path = _run(tmp_path / "finetune-20990101-000000-card.json", rows)
     text = "\n".join(report.finetune_section(path))
     assert "/ upstream samples/s: 2.00 (goal ≥ 1.8: met) — median of 3 rounds" in text
@@ -60,6 +60,34 @@ def test_each_round_is_measured_against_its_own_upstream_and_the_spread_is_repor
     assert course["recipe"] == "course" and course["speedup"] == 1.0 and course["speedup_range"] == [1.0, 1.0]
     assert pub["recipe"] == "recommended" and pub["rounds"] == 3 and pub["speedup"] == 2.0
     assert pub["speedup_range"] == [1.6, 2.0] and pub["smi_peak_gib"] == 31.0  # the highest round's peak
+
+
+def test_the_cover_takes_each_recipe_from_the_newest_run_that_measured_it(tmp_path, monkeypatch):
+    rec = dict(fused=True, aligned=True, answer_only=True, liger=True)
+    up = _row("upstream", 4, 2, True, 0.2, 36.0)
+    _run(tmp_path / "finetune-20990101-000000-card.json", [up, _row("lean", 1, 8, True, 0.25, 12.0, answer_only=True),
+                                                            _row("recommended", 4, 2, False, 0.2, 45.0, **rec)])
+    _run(tmp_path / "finetune-20990102-000000-card.json", [up, _row("balanced", 2, 4, False, 0.125, 28.0, **rec)])
+    _run(tmp_path / "finetune-20990103-000000-card.json", [up, _row("fast_b4", 4, 2, False, 0.1, 45.0, **rec)])
+    # a smoke run and a profile are never part of the table
+    _run(tmp_path / "finetune-profile-20990104-000000-card.json", [up])
+    cover = report.finetune_cover(tmp_path)
+    assert [p.name[9:17] for p in cover] == ["20990103", "20990102", "20990101"]
+    out = report.publish_finetune(cover, tmp_path / "table.json")
+    table = json.loads(out.read_text())
+    got = {r["recipe"]: (r["speedup"], r["source"][9:17]) for r in table["rows"]}
+    # recommended from the newest run (2.0), not the older 1.0; lean only the oldest run measured
+    assert got == {"course": (1.0, "20990103"), "recommended": (2.0, "20990103"), "balanced": (1.6, "20990102"),
+                   "lean": (0.8, "20990101")}
+    assert [r["recipe"] for r in table["rows"]] == ["course", "recommended", "balanced", "lean"]
+    assert table["source"].count("benchmarks/results/") == 3
+    find = report.latest
+    monkeypatch.setattr(report, "finetune_cover", lambda: cover)
+    monkeypatch.setattr(report, "latest", lambda kind: find(kind, tmp_path))
+    text = report.render()
+    # each verdict once, in the section of the run that measured it
+    assert text.count("- recommended (row") == 1 and "- recommended (row `fast_b4`)" in text
+    assert text.count("- lean (row") == 1
 
 
 def test_published_peak_only_for_listed_cards():

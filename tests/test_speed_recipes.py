@@ -60,10 +60,12 @@ def test_the_committed_table_names_the_current_recipes():
 def test_notebook_05_picks_the_fastest_recipe_that_fits_the_card(tmp_path):
     path = tmp_path / "t.json"
     path.write_text(json.dumps(dict(rows=[
-        dict(recipe="course", speedup=1.0, smi_peak_gib=36.3), dict(recipe="recommended", speedup=1.56, smi_peak_gib=28.5),
-        dict(recipe="lean", speedup=0.95, smi_peak_gib=12.7), dict(recipe="not_a_recipe", speedup=9.0, smi_peak_gib=1.0)])))
+        dict(recipe="course", speedup=1.0, smi_peak_gib=36.3), dict(recipe="recommended", speedup=1.68, smi_peak_gib=45.3),
+        dict(recipe="balanced", speedup=1.47, smi_peak_gib=28.5), dict(recipe="lean", speedup=0.95, smi_peak_gib=12.7),
+        dict(recipe="not_a_recipe", speedup=9.0, smi_peak_gib=1.0)])))
     assert pick_speed_recipe("cuda", 79.1, path)[0] == "recommended"  # an 80 GB H100
-    name, why = pick_speed_recipe("cuda", 23.6, path)                  # a 24 GB card: recommended's 28.5 does not fit
+    assert pick_speed_recipe("cuda", 39.4, path)[0] == "balanced"     # a 40 GB card: 45.3 does not fit, 28.5 does
+    name, why = pick_speed_recipe("cuda", 23.6, path)                  # a 24 GB card: only lean fits
     assert name == "lean" and "lean" in why and "23.6" not in why and "21.2" in why
     # 31 GiB: 28.5 leaves less than the 10 % headroom, so lean
     assert pick_speed_recipe("cuda", 31.0, path)[0] == "lean"

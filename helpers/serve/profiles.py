@@ -66,7 +66,7 @@ PROFILES = {
 # The same, with the model's forward passes in a child process: uploads, Gradio and the engine's
 # scheduler no longer wait for the GPU worker's Python (one GIL in the UI's process).
 PROFILES["class_mp"] = dataclasses.replace(PROFILES["class"], name="class_mp", executor="mp")
-DEFAULT_PROFILE = "baseline"  # the one line to change when a GPU run shows another profile serves a class better
+DEFAULT_PROFILE = "class"  # chosen by a same-run comparison on a GPU (docs/gpu-runs.md); the one line to change
 
 
 def get_profile(name: str | None = None, **overrides) -> ServeProfile:

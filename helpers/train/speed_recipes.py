@@ -12,7 +12,8 @@ Triton kernels (liger-kernel).
 recipe         micro-batch x acc.  checkpointing  LM head                 fused   for
 =============  ==================  =============  ======================  ======  ===========================
 course         4 x 2               on             as is                   no      the upstream recipe as it is
-recommended    2 x 4               off            aligned, labelled only  liger   an 80 GB card: the fastest
+recommended    4 x 2               off            aligned, labelled only  liger   an 80 GB card: the fastest
+balanced       2 x 4               off            aligned, labelled only  liger   a 40-48 GB card
 lean           1 x 8               on             labelled only           no      a 24 GB card: the least memory
 =============  ==================  =============  ======================  ======  ===========================
 
@@ -33,8 +34,10 @@ from helpers.settings import Settings
 # the global batch (course recipe: 4 x 2 -> 2 x 4 or 1 x 8).
 SPEED_RECIPES = {
     "course": {},  # the upstream recipe as it is
-    "recommended": dict(micro_batch="half", llm_activation_checkpointing=False, fused_adamw=True, aligned_lm_head=True,
+    "recommended": dict(llm_activation_checkpointing=False, fused_adamw=True, aligned_lm_head=True,
                         answer_only_lm_head=True, fused_kernels=True),
+    "balanced": dict(micro_batch="half", llm_activation_checkpointing=False, fused_adamw=True, aligned_lm_head=True,
+                     answer_only_lm_head=True, fused_kernels=True),
     "lean": dict(micro_batch="one", answer_only_lm_head=True),
 }
 
@@ -42,8 +45,8 @@ SPEED_RECIPES = {
 SPEED_REASONS = {
     "batch_size": "smaller micro-batch, same global batch (x accumulation): fewer activations held at once",
     "accumulative_counts": "keeps the global batch of the course recipe with the smaller micro-batch",
-    "llm_activation_checkpointing": "no second forward of the LLM in backward (faster; the freed micro-batch pays "
-                                    "for the memory)",
+    "llm_activation_checkpointing": "no second forward of the LLM in backward: faster, at the cost of holding the "
+                                    "activations (the labelled-only LM head frees part of that memory)",
     "fused_adamw": "one CUDA kernel for the whole AdamW update",
     "answer_only_lm_head": "the LM head and the loss only at the positions that carry a label: the same loss and "
                            "gradients, without the (batch x length x 92,553) fp32 logits",
@@ -58,7 +61,7 @@ def speed_settings(settings: Settings, name: str) -> Settings:
 
     Args:
         settings: course settings.
-        name: a key of :data:`SPEED_RECIPES` ("course", "recommended", "lean").
+        name: a key of :data:`SPEED_RECIPES` ("course", "recommended", "balanced", "lean").
 
     Returns:
         New settings (the input is not changed).
@@ -107,7 +110,7 @@ def measured_speed_table(path=None):
     Example:
         >>> table, caption = measured_speed_table()
         >>> list(table["SPEED"]) if table is not None else caption   # doctest: +SKIP
-        ['course', 'recommended', 'lean']
+        ['course', 'recommended', 'balanced', 'lean']
     """
     import json
 
