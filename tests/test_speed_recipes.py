@@ -19,15 +19,19 @@ def test_every_recipe_keeps_the_global_batch_and_the_maths():
     assert not speed_settings(full, "course").answer_only_lm_head  # the upstream recipe stays as it is
 
 
-def test_measured_table_reads_the_published_file(tmp_path):
-    pytest.importorskip("pandas")
+def _published(tmp_path, rows):
+    """A table as `benchmarks/report.py --publish` writes it."""
     path = tmp_path / "t.json"
     path.write_text(json.dumps(dict(source="benchmarks/results/x.json", card="NVIDIA H100 80GB HBM3", iters=10,
-                                    tiles=10.9, tokens=2866,
-                                    rows=[dict(recipe="course", batch=4, accum=2, speedup=1.0, s_per_sample=0.2,
-                                               smi_peak_gib=36.3, job_640_min=10.0),
-                                          dict(recipe="lean", batch=1, accum=8, speedup=0.95, s_per_sample=0.25,
-                                               smi_peak_gib=12.7, job_640_min=10.6)])))
+                                    tiles=10.9, tokens=2866, rows=rows)))
+    return path
+
+
+def test_measured_table_reads_the_published_file(tmp_path):
+    pytest.importorskip("pandas")
+    path = _published(tmp_path, [
+        dict(recipe="course", batch=4, accum=2, speedup=1.0, s_per_sample=0.2, smi_peak_gib=36.3, job_640_min=10.0),
+        dict(recipe="lean", batch=1, accum=8, speedup=0.95, s_per_sample=0.25, smi_peak_gib=12.7, job_640_min=10.6)])
     table, caption = measured_speed_table(path)
     assert list(table["SPEED"]) == ["course", "lean"] and list(table["micro-batch × 累积"]) == ["4 × 2", "1 × 8"]
     assert table["nvidia-smi 峰值 (GiB)"].tolist() == [36.3, 12.7]
@@ -39,12 +43,8 @@ def test_measured_table_reads_the_published_file(tmp_path):
 
 def test_measured_table_shows_the_range_of_several_rounds(tmp_path):
     pytest.importorskip("pandas")
-    path = tmp_path / "t.json"
-    path.write_text(json.dumps(dict(source="benchmarks/results/x.json", card="NVIDIA H100 80GB HBM3", iters=10,
-                                    tiles=10.9, tokens=2866,
-                                    rows=[dict(recipe="recommended", batch=2, accum=4, speedup=1.6, rounds=3,
-                                               speedup_range=[1.55, 1.62], s_per_sample=0.15, smi_peak_gib=28.5,
-                                               job_640_min=6.4)])))
+    path = _published(tmp_path, [dict(recipe="recommended", batch=2, accum=4, speedup=1.6, rounds=3,
+                                      speedup_range=[1.55, 1.62], s_per_sample=0.15, smi_peak_gib=28.5, job_640_min=6.4)])
     table, caption = measured_speed_table(path)
     assert table["3 轮的范围"].tolist() == ["1.55–1.62"] and "共 3 轮" in caption
 
@@ -58,11 +58,10 @@ def test_the_committed_table_names_the_current_recipes():
 
 
 def test_notebook_05_picks_the_fastest_recipe_that_fits_the_card(tmp_path):
-    path = tmp_path / "t.json"
-    path.write_text(json.dumps(dict(rows=[
+    path = _published(tmp_path, [
         dict(recipe="course", speedup=1.0, smi_peak_gib=36.3), dict(recipe="recommended", speedup=1.68, smi_peak_gib=45.3),
         dict(recipe="balanced", speedup=1.47, smi_peak_gib=28.5), dict(recipe="lean", speedup=0.95, smi_peak_gib=12.7),
-        dict(recipe="not_a_recipe", speedup=9.0, smi_peak_gib=1.0)])))
+        dict(recipe="not_a_recipe", speedup=9.0, smi_peak_gib=1.0)])
     assert pick_speed_recipe("cuda", 79.1, path)[0] == "recommended"  # an 80 GB H100
     assert pick_speed_recipe("cuda", 39.4, path)[0] == "balanced"     # a 40 GB card: 45.3 does not fit, 28.5 does
     name, why = pick_speed_recipe("cuda", 23.6, path)                  # a 24 GB card: only lean fits
