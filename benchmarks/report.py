@@ -141,26 +141,32 @@ def load_finetune(path: Path) -> dict:
     return d
 
 
-def finetune_cover(results: Path = HERE / "results") -> list[Path]:
+def measured_recipes(d: dict) -> list[str]:
+    """The course recipes a loaded run (:func:`load_finetune`) measured against an upstream, in row order."""
+    return list(dict.fromkeys(r["course_recipe"] for r in d["rows"] if r.get("course_recipe") and r.get("speedup")))
+
+
+def finetune_cover(results: Path = HERE / "results") -> list[tuple[Path, list[str]]]:
     """The newest fine-tuning runs that together measured every current course recipe, newest first.
 
     Each recipe comes from the newest run (on the newest run's card) that measured it against that run's
     own upstream, so every ratio is still measured in one run; an older run is used only for a recipe the
     newer ones did not measure.
+
+    Returns:
+        ``[(results file, the course recipes taken from it), ...]``.
     """
     files = sorted((f for f in results.glob("finetune-*.json") if re.match(r"finetune-\d{8}-\d{6}-", f.name)), reverse=True)
-    if not files:
-        return []
-    card = json.loads(files[0].read_text())["environment"]["card"]
-    need, out = set(course_recipes()), []
+    need, card, out = set(course_recipes()), None, []
     for f in files:
         d = load_finetune(f)
+        card = card or d["environment"]["card"]
         if d["environment"]["card"] != card:
             continue
-        have = {r["course_recipe"] for r in d["rows"] if r.get("course_recipe") and r.get("speedup")}
-        if have & (need - {"course"}) or not out:
-            out.append(f)
-            need -= have
+        taken = [name for name in measured_recipes(d) if name in need]
+        if taken:
+            out.append((f, taken))
+            need -= set(taken)
         if not need:
             break
     return out
@@ -217,39 +223,36 @@ def recipe_summary(rows: list[dict], course_recipe: str) -> dict | None:
 MEASURED = HERE.parent / "docs" / "measured"  # small committed tables the notebooks show (no lesson reads results/)
 
 
-def publish_finetune(paths, out: Path = MEASURED / "finetune-recipes.json") -> Path:
+def publish_finetune(cover, out: Path = MEASURED / "finetune-recipes.json") -> Path:
     """Write the course recipes as measured on a GPU: the small table notebook 05 shows.
 
     Args:
-        paths: ``finetune-*.json`` results files (GPU runs), newest first, as :func:`finetune_cover` gives
-            them; one path is also accepted. Each recipe's row comes from the first run that measured it.
+        cover: ``[(results file, recipes to take from it), ...]`` as :func:`finetune_cover` gives it, or one
+            ``finetune-*.json`` results file (GPU run) to take every course recipe from.
         out: where the table goes (committed with the course).
 
     Returns:
         ``out``.
     """
-    paths = [paths] if isinstance(paths, Path) else list(paths)
-    rows, used, first_run = [], [], None
-    order = list(course_recipes())
-    for path in paths:
+    cover = [(cover, None)] if isinstance(cover, Path) else list(cover)
+    rows, first_run = [], None
+    for path, names in cover:
         d = load_finetune(path)
         first_run = first_run or d
-        for name in dict.fromkeys(r["course_recipe"] for r in d["rows"] if r.get("course_recipe") and r.get("speedup")):
-            if any(r["recipe"] == name for r in rows):
-                continue
+        for name in measured_recipes(d) if names is None else names:
             s = recipe_summary(d["rows"], name)
             first = next(r for r in d["rows"] if r.get("course_recipe") == name)
             rows.append(dict(recipe=name, batch=first["batch"], accum=first["accum"], speedup=round(s["speedup"], 2),
                              speedup_range=[round(s["speedup_min"], 2), round(s["speedup_max"], 2)], rounds=s["rounds"],
                              s_per_sample=s["s_per_sample"], smi_peak_gib=s["smi_peak_gib"],
                              job_640_min=s["job_640_min"], source=path.name))
-            if path.name not in used:
-                used.append(path.name)
     if not rows:
-        raise SystemExit(f"{', '.join(p.name for p in paths)}: no row has the knobs of a current course recipe; "
+        raise SystemExit(f"{', '.join(p.name for p, _ in cover)}: no row has the knobs of a current course recipe; "
                          "nothing to publish")
+    order = list(course_recipes())
     rows.sort(key=lambda r: order.index(r["recipe"]))
     d = first_run
+    used = dict.fromkeys(r["source"] for r in rows)
     table = dict(source=", ".join(f"benchmarks/results/{n}" for n in used), card=d["environment"]["card"],
                  iters=d["iters"], tiles=d["sample"]["tiles"], tokens=d["sample"]["tokens"], rows=rows)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -287,12 +290,10 @@ def render() -> str:
     for kind, fn in (("serving", serving_section), ("finetune", None), ("webui-load", webui_section)):
         if kind == "finetune":
             # the runs that together measured today's course recipes, newest first; each recipe's verdict where
-            # it was measured
-            cover, done = finetune_cover(), set()
-            for p in cover:
-                here = {r["course_recipe"] for r in load_finetune(p)["rows"] if r.get("speedup")} - done
-                parts += finetune_section(p, recipes=here) + [""]
-                done |= here
+            # it was taken from
+            cover = finetune_cover()
+            for p, taken in cover:
+                parts += finetune_section(p, recipes=taken) + [""]
             parts += [] if cover else ["_No finetune results yet._", ""]
             continue
         p = latest(kind)

@@ -17,31 +17,27 @@ def _row(name, batch, accum, ckpt, s_per_sample, smi, **knobs):
                 fused_kernels=knobs.get("liger", False))
 
 
-def test_rows_are_matched_by_knobs_and_goals_get_verdicts(tmp_path):
-    rows = [_row("upstream", 4, 2, True, 0.2, 36.0),
-            # called something else in its run, but it is today's recommended recipe
-            _row("some_name", 4, 2, False, 0.1, 30.0, fused=True, aligned=True, answer_only=True, liger=True),
-            _row("lean_answer_only", 1, 8, True, 0.25, 12.0, answer_only=True),
-            _row("old_recommended", 2, 4, False, 0.15, 41.0, fused=True, aligned=True)]
-    path = tmp_path / "finetune-20990101-000000-card.json"
-    path.write_text(json.dumps(dict(
-        rows=rows, iters=10, warmup=4, deepspeed="deepspeed_zero2", matmul={"bf16_tflops": 800.0},
-        sample=dict(tiles=10.0, tiles_min=7, tiles_max=13, tokens=2800),
-        environment=dict(card="NVIDIA H100 80GB HBM3", gpus=1, python="3.12", versions={"torch": "2.11"}))))
-    text = "\n".join(report.finetune_section(path))
-    assert "recommended (row `some_name`) / upstream samples/s: 2.00 (goal ≥ 1.8: met) — one round: no spread" in text
-    assert "lean (row `lean_answer_only`) / upstream samples/s: 0.80 (goal ≥ 1.2: not met)" in text
-    assert "nvidia-smi peak (GiB, highest round): 12.00 (goal ≤ 20: met)" in text
-    assert "old_recommended" in text and "recommended (row `old_recommended`)" not in text
-    assert "| 0.162 |" in text  # mfu 0.2 x 800 / 989.4, the published dense bf16 peak of an H100
-
-
 def _run(path, rows):
     path.write_text(json.dumps(dict(
         rows=rows, iters=10, warmup=4, deepspeed="deepspeed_zero2", matmul={"bf16_tflops": 800.0},
         sample=dict(tiles=10.0, tiles_min=7, tiles_max=13, tokens=2800),
         environment=dict(card="NVIDIA H100 80GB HBM3", gpus=1, python="3.12", versions={"torch": "2.11"}))))
     return path
+
+
+def test_rows_are_matched_by_knobs_and_goals_get_verdicts(tmp_path):
+    rows = [_row("upstream", 4, 2, True, 0.2, 36.0),
+            # called something else in its run, but it is today's recommended recipe
+            _row("some_name", 4, 2, False, 0.1, 30.0, fused=True, aligned=True, answer_only=True, liger=True),
+            _row("lean_answer_only", 1, 8, True, 0.25, 12.0, answer_only=True),
+            _row("old_recommended", 2, 4, False, 0.15, 41.0, fused=True, aligned=True)]
+    path = _run(tmp_path / "finetune-20990101-000000-card.json", rows)
+    text = "\n".join(report.finetune_section(path))
+    assert "recommended (row `some_name`) / upstream samples/s: 2.00 (goal ≥ 1.8: met) — one round: no spread" in text
+    assert "lean (row `lean_answer_only`) / upstream samples/s: 0.80 (goal ≥ 1.2: not met)" in text
+    assert "nvidia-smi peak (GiB, highest round): 12.00 (goal ≤ 20: met)" in text
+    assert "old_recommended" in text and "recommended (row `old_recommended`)" not in text
+    assert "| 0.162 |" in text  # mfu 0.2 x 800 / 989.4, the published dense bf16 peak of an H100
 
 
 def test_each_round_is_measured_against_its_own_upstream_and_the_spread_is_reported(tmp_path):
@@ -72,7 +68,8 @@ def test_the_cover_takes_each_recipe_from_the_newest_run_that_measured_it(tmp_pa
     # a smoke run and a profile are never part of the table
     _run(tmp_path / "finetune-profile-20990104-000000-card.json", [up])
     cover = report.finetune_cover(tmp_path)
-    assert [p.name[9:17] for p in cover] == ["20990103", "20990102", "20990101"]
+    assert [(p.name[9:17], taken) for p, taken in cover] == [
+        ("20990103", ["course", "recommended"]), ("20990102", ["balanced"]), ("20990101", ["lean"])]
     out = report.publish_finetune(cover, tmp_path / "table.json")
     table = json.loads(out.read_text())
     got = {r["recipe"]: (r["speedup"], r["source"][9:17]) for r in table["rows"]}

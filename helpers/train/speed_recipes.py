@@ -30,14 +30,15 @@ from __future__ import annotations
 
 from helpers.settings import Settings
 
+# The levers of the fastest recipes (each one keeps the maths; SPEED_REASONS says why).
+_EVERY_LEVER = dict(llm_activation_checkpointing=False, fused_adamw=True, aligned_lm_head=True, answer_only_lm_head=True,
+                    fused_kernels=True)
 # micro_batch: "half" or "one" of the profile's micro-batch; accumulation makes up the rest of
 # the global batch (course recipe: 4 x 2 -> 2 x 4 or 1 x 8).
 SPEED_RECIPES = {
     "course": {},  # the upstream recipe as it is
-    "recommended": dict(llm_activation_checkpointing=False, fused_adamw=True, aligned_lm_head=True,
-                        answer_only_lm_head=True, fused_kernels=True),
-    "balanced": dict(micro_batch="half", llm_activation_checkpointing=False, fused_adamw=True, aligned_lm_head=True,
-                     answer_only_lm_head=True, fused_kernels=True),
+    "recommended": dict(_EVERY_LEVER),
+    "balanced": dict(_EVERY_LEVER, micro_batch="half"),  # less activation memory, for a smaller card
     "lean": dict(micro_batch="one", answer_only_lm_head=True),
 }
 
@@ -96,6 +97,19 @@ def speed_reasons(name: str | None = None) -> dict:
 MEASURED_TABLE = "docs/measured/finetune-recipes.json"  # written by `python benchmarks/report.py --publish`
 
 
+def _read_measured(path=None) -> dict | None:
+    """The published table (default :data:`MEASURED_TABLE` in the repository), or None when it is not there."""
+    import json
+
+    from helpers.settings import REPO_ROOT
+
+    path = REPO_ROOT / MEASURED_TABLE if path is None else path
+    try:
+        return json.loads(open(path, encoding="utf-8").read())
+    except FileNotFoundError:
+        return None
+
+
 def measured_speed_table(path=None):
     """The speed recipes as measured at InternVL2-2B size on a GPU, as a table for notebook 05.
 
@@ -112,16 +126,10 @@ def measured_speed_table(path=None):
         >>> list(table["SPEED"]) if table is not None else caption   # doctest: +SKIP
         ['course', 'recommended', 'balanced', 'lean']
     """
-    import json
-
     import pandas as pd
 
-    from helpers.settings import REPO_ROOT
-
-    path = REPO_ROOT / MEASURED_TABLE if path is None else path
-    try:
-        data = json.loads(open(path, encoding="utf-8").read())
-    except FileNotFoundError:
+    data = _read_measured(path)
+    if data is None:
         return None, f"还没有发布 GPU 实测（{MEASURED_TABLE} 不存在）"
     rounds = max(r.get("rounds", 1) for r in data["rows"])
     table = pd.DataFrame([{
@@ -159,21 +167,16 @@ def pick_speed_recipe(device: str, card_gib: float | None = None, path=None) -> 
         >>> pick_speed_recipe("cpu")[0]
         'course'
     """
-    import json
-
-    from helpers.settings import REPO_ROOT
-
     if device != "cuda":
         return "course", "CPU：按上游配方原样运行（其余配方的加速手段都要 CUDA）"
     if card_gib is None:
         import torch
 
         card_gib = torch.cuda.get_device_properties(0).total_memory / 2**30
-    path = REPO_ROOT / MEASURED_TABLE if path is None else path
-    try:
-        rows = json.loads(open(path, encoding="utf-8").read())["rows"]
-    except FileNotFoundError:
+    data = _read_measured(path)
+    if data is None:
         return "lean", f"没有 GPU 实测表（{MEASURED_TABLE}）：选显存最省的 lean"
+    rows = data["rows"]
     budget = card_gib * (1 - CARD_HEADROOM)
     fits = [r for r in rows if r["recipe"] in SPEED_RECIPES and r["smi_peak_gib"] <= budget]
     if not fits:
