@@ -21,10 +21,11 @@ lean           1 x 8               on             labelled only           no    
 memory are in ``benchmarks/README.md``.
 
 Example:
+    >>> from pathlib import Path
     >>> from helpers.settings import get_settings
-    >>> S = speed_settings(get_settings("tiny"), "lean")
+    >>> S = speed_settings(get_settings("full", model_path=Path("internvl2-2b")), "lean")
     >>> (S.batch_size, S.accumulative_counts, S.llm_activation_checkpointing)
-    (1, 4, True)
+    (1, 8, True)
 """
 from __future__ import annotations
 
