@@ -82,6 +82,8 @@ class Settings:
     aligned_lm_head: bool = False  # LM head matmuls through weights padded to 64 rows (same logits; InternLM2's 92,553 is odd)
     fused_kernels: bool = False  # liger-kernel's fused RMSNorm and SwiGLU on the LLM (CUDA; same maths, fewer kernels)
     answer_only_lm_head: bool = False  # LM head + loss only where a token has a label (same loss and gradients, no full fp32 logits)
+    cache_vision_features: bool = False  # each tile through the frozen InternViT once; later epochs reuse its tokens (same maths, host memory)
+    prepare_samples_once: bool = False  # each sample decoded, tiled and tokenized once (same samples; host memory, per dataloader worker)
     optim_wrapper: str = "amp"  # "amp" (AmpOptimWrapper, GPU) or "plain" (OptimWrapper, CPU)
     amp_dtype: str = "float16"  # AmpOptimWrapper dtype (upstream float16; bfloat16 where the card has it)
     num_gpus: int = 1  # GPUs for `xtuner train` (NPROC_PER_NODE); accumulation keeps the global batch
@@ -323,6 +325,8 @@ def get_settings(profile: str | None = None, **overrides) -> Settings:
             lr=5e-4,
             accumulative_counts=1,  # twice the optimizer steps of accumulation 2, in the same time (times: benchmarks/README.md)
             llm_activation_checkpointing=False,  # a tiny model's activations are small: recomputing them only costs time
+            cache_vision_features=True,  # the frozen ViT is a large share of a tiny model's step; its tiles repeat every epoch
+            prepare_samples_once=True,  # decoding and tiling the photos again is a quarter of a cached step
         )
     from_env = _env_overrides()
     values.update(from_env)

@@ -64,6 +64,8 @@ class PretrainRecipe:
     batch_size: int
     seed: int
     activation_checkpointing: bool = True  # stages 1-2: the LLM's activations recomputed in backward (same maths)
+    cache_vision_features: bool = False  # stages 1-2: a frozen InternViT encodes each image once (same maths)
+    prepare_samples_once: bool = False  # stages 1-2: each sample decoded, tiled and tokenized once (same samples)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "PretrainRecipe":
@@ -80,7 +82,9 @@ class PretrainRecipe:
                    question_share=settings.pretrain_question_share,
                    stage2_epochs=settings.pretrain_stage2_epochs, stage2_lr=settings.pretrain_stage2_lr,
                    vit_lr_mult=settings.pretrain_vit_lr_mult, batch_size=settings.pretrain_batch_size,
-                   seed=settings.seed, activation_checkpointing=settings.llm_activation_checkpointing)
+                   seed=settings.seed, activation_checkpointing=settings.llm_activation_checkpointing,
+                   cache_vision_features=settings.cache_vision_features,
+                   prepare_samples_once=settings.prepare_samples_once)
 
 
 MANIFEST = "pretrain.json"  # written into the base model dir: fingerprint, losses, timings
@@ -164,7 +168,9 @@ def _xtuner_stages(recipe, data, work, stage0_dir, out, progress, losses: dict, 
                                     freeze_llm=freeze_llm, freeze_vit=freeze_vit, n_samples=n_samples,
                                     batch_size=recipe.batch_size, max_epochs=epochs, lr=lr,
                                     vit_lr_mult=recipe.vit_lr_mult, seed=recipe.seed,
-                                    activation_checkpointing=recipe.activation_checkpointing)
+                                    activation_checkpointing=recipe.activation_checkpointing,
+                                    cache_vision_features=recipe.cache_vision_features,
+                                    prepare_samples_once=recipe.prepare_samples_once)
         stages[name] = _run_xtuner_stage(name, config, work / name, model_out, progress)
         losses[name] = stages[name].pop("loss")
         seconds[name] = round(time.time() - t, 1)

@@ -23,7 +23,7 @@ from xtuner.utils import PROMPT_TEMPLATE
 
 # XTuner's InternVL_V1_5 with the fixes this stack needs (helpers/train/xtuner_compat.py), held in
 # fp32: a frozen bf16 LLM cannot take the fp32 projector's output, and fp32 is faster on a CPU.
-from helpers.train.xtuner_compat import FullPrecisionInternVL
+from helpers.train.xtuner_compat import FullPrecisionInternVL, PreparedOnceDataset
 
 # PART 1  Settings
 path = {model_path!r}  # checkpoint this stage starts from
@@ -35,6 +35,8 @@ freeze_llm = {freeze_llm}  # stage 1: True (only InternViT + MLP learn); stage 2
 freeze_visual_encoder = {freeze_vit}  # True: InternViT keeps its stage-0b weights (pretrain_vit_lr_mult 0)
 # (not `activation_checkpointing`: mmengine's Runner reads a top-level key of that name as a module list)
 llm_activation_checkpointing = {checkpointing}  # recompute the LLM's activations in backward: less memory, more time
+cache_vision_features = {cache_vision}  # a frozen InternViT encodes each image once; later epochs reuse its tokens
+prepare_samples_once = {prepare_once}  # each sample decoded, tiled and tokenized once (XTuner's dataset class otherwise)
 batch_size = {batch_size}  # samples per step
 accumulative_counts = 1  # no gradient accumulation
 dataloader_num_workers = 0  # worker processes only add start-up time on a small CPU
@@ -50,10 +52,11 @@ seed = {seed}
 
 # PART 2  Model
 model = dict(type=FullPrecisionInternVL, model_path=path, freeze_llm=freeze_llm,
-             freeze_visual_encoder=freeze_visual_encoder, activation_checkpointing=llm_activation_checkpointing)
+             freeze_visual_encoder=freeze_visual_encoder, activation_checkpointing=llm_activation_checkpointing,
+             cache_vision_features=cache_vision_features)
 
 # PART 3  Data
-llava_dataset = dict(type=InternVL_V1_5_Dataset, model_path=path, data_paths=data_path,
+llava_dataset = dict(type=PreparedOnceDataset if prepare_samples_once else InternVL_V1_5_Dataset, model_path=path, data_paths=data_path,
                      image_folders=image_folder, template=prompt_template, max_length=max_length)
 train_dataloader = dict(
     batch_size=batch_size, num_workers=dataloader_num_workers, dataset=llava_dataset,
@@ -98,7 +101,8 @@ log_processor = dict(by_epoch=False)
 def write_stage_config(path, title: str, model_path, data_path, image_folder, work_dir, freeze_llm: bool,
                        freeze_vit: bool, n_samples: int, batch_size: int, max_epochs: int, lr: float,
                        vit_lr_mult: float = 1.0, seed: int = 0, max_length: int = 1024,
-                       activation_checkpointing: bool = True) -> Path:
+                       activation_checkpointing: bool = True, cache_vision_features: bool = False,
+                       prepare_samples_once: bool = False) -> Path:
     """Write an XTuner config for one full-parameter stage (InternVL 1.5's recipe).
 
     The warm-up spans 10 % of the iterations, and at least 2 (a shorter one leaves the LR at
@@ -122,6 +126,10 @@ def write_stage_config(path, title: str, model_path, data_path, image_folder, wo
         max_length: token limit per sample.
         activation_checkpointing: recompute the LLM's activations in backward (XTuner's default);
             False gives the same loss and gradients without the second forward.
+        cache_vision_features: with ``freeze_vit``, encode each image once and reuse its tokens
+            (:mod:`helpers.train.vit_cache`; same loss and gradients).
+        prepare_samples_once: decode, tile and tokenize each sample once
+            (:class:`helpers.train.xtuner_compat.PreparedOnceDataset`; same samples).
 
     Returns:
         The config path.
@@ -137,5 +145,6 @@ def write_stage_config(path, title: str, model_path, data_path, image_folder, wo
         image_folder=str(image_folder), max_length=max_length, freeze_llm=freeze_llm, freeze_vit=freeze_vit,
         batch_size=batch_size, max_epochs=max_epochs, lr=lr, vit_lr_mult=vit_lr_mult, warmup_ratio=round((warmup_iters + 0.5) / iters, 6),
         warmup_iters=warmup_iters, log_interval=max(1, iters // 25), seed=seed,
-        checkpointing=bool(activation_checkpointing)), encoding="utf-8")
+        checkpointing=bool(activation_checkpointing), cache_vision=bool(cache_vision_features),
+        prepare_once=bool(prepare_samples_once)), encoding="utf-8")
     return path

@@ -38,7 +38,7 @@ from xtuner.utils import PROMPT_TEMPLATE
 # XTuner's InternVL_V1_5 plus the fixes this software stack needs (1-process group without
 # torchrun, fp32 trainable projector, bitsandbytes that cannot import). Same arguments and
 # same saved .pth as InternVL_V1_5.
-from helpers.train.xtuner_compat import $model_class
+from helpers.train.xtuner_compat import $compat_imports
 
 #######################################################################
 #                          PART 1  Settings                           #
@@ -72,6 +72,8 @@ fused_adamw = $fused_adamw  # the AdamW update as one fused CUDA kernel
 aligned_lm_head = $aligned_lm_head  # LM head through weights padded to 64 rows: same logits, faster matmuls
 fused_kernels = $fused_kernels  # liger-kernel's fused RMSNorm and SwiGLU on the LLM (CUDA)
 answer_only_lm_head = $answer_only_lm_head  # LM head + loss only at labelled positions: same loss and gradients
+cache_vision_features = $cache_vision_features  # each tile through the frozen ViT once: later epochs reuse its tokens
+prepare_samples_once = $prepare_samples_once  # each sample decoded, tiled and tokenized once (PreparedOnceDataset)
 max_epochs = $max_epochs  # passes over the training set
 optim_type = AdamW
 lr = $lr  # peak learning rate
@@ -99,6 +101,7 @@ model = dict(
     aligned_lm_head=aligned_lm_head,
     answer_only_lm_head=answer_only_lm_head,
     fused_kernels=fused_kernels,
+    cache_vision_features=cache_vision_features,
     # comment the following lines if you don't want to use Lora in llm
     llm_lora=dict(
         type=LoraConfig,
@@ -118,7 +121,7 @@ model = dict(
 #                      PART 3  Dataset & Dataloader                   #
 #######################################################################
 llava_dataset = dict(
-    type=InternVL_V1_5_Dataset,
+    type=$dataset_class,
     model_path=path,
     data_paths=data_path,
     image_folders=image_folder,

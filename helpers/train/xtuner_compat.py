@@ -16,7 +16,10 @@ applies only the fixes those runs justified; everything else is XTuner's code un
   and cuBLAS then falls back to slow kernels for the largest matmul of the step;
 * optionally (``answer_only_lm_head=True``) the LM head and the loss computed only at the
   positions that carry a label (:mod:`helpers.train.answer_loss`): the same loss and gradients
-  without the (batch x length x 92,553) fp32 logits.
+  without the (batch x length x 92,553) fp32 logits;
+* optionally (``cache_vision_features=True``) a frozen ViT that encodes each tile once
+  (:mod:`helpers.train.vit_cache`); and :class:`PreparedOnceDataset`, XTuner's dataset that
+  decodes, tiles and tokenizes each sample once. Both give every epoch what the first got.
 
 This module imports XTuner at the top on purpose: it is only imported by an XTuner config,
 inside the XTuner environment (``requirements-xtuner.txt``).
@@ -36,6 +39,7 @@ import sys
 import torch
 from mmengine import print_log
 
+from xtuner.dataset import InternVL_V1_5_Dataset
 from xtuner.model import InternVL_V1_5
 
 
@@ -184,6 +188,8 @@ class CourseInternVL(InternVL_V1_5):
             (:func:`helpers.train.answer_loss.answer_only_loss`).
         fused_kernels: liger-kernel's RMSNorm and SwiGLU on the LLM
             (:func:`helpers.train.fused_kernels.fuse_internlm2_kernels`; CUDA only).
+        cache_vision_features: with the ViT frozen, encode each tile once and reuse its tokens in
+            later epochs (:func:`helpers.train.vit_cache.cache_frozen_vision`).
 
     Example (config file)::
 
@@ -192,7 +198,8 @@ class CourseInternVL(InternVL_V1_5):
     """
 
     def __init__(self, *args, activation_checkpointing: bool = True, aligned_lm_head: bool = False,
-                 answer_only_lm_head: bool = False, fused_kernels: bool = False, **kwargs):
+                 answer_only_lm_head: bool = False, fused_kernels: bool = False,
+                 cache_vision_features: bool = False, **kwargs):
         ensure_process_group()
         self.answer_only_lm_head = answer_only_lm_head
         disable_broken_bitsandbytes()
@@ -218,10 +225,28 @@ class CourseInternVL(InternVL_V1_5):
                       logger="current")
         if answer_only_lm_head:
             print_log("LM head and loss computed on labelled positions only.", logger="current")
+        self.vision_cache = None
+        if cache_vision_features:
+            self._cache_vision()
         self._keep_trainables_in_fp32()
+
+    def _cache_vision(self) -> None:
+        from helpers.train.vit_cache import cache_frozen_vision, cacheable_reason
+
+        why_not = cacheable_reason(self.model.vision_model)
+        if why_not:
+            print_log(f"cache_vision_features=True, but {why_not}: every step encodes its tiles.",
+                      logger="current", level=30)
+            return
+        self.vision_cache = cache_frozen_vision(self.model)
+        print_log("Frozen ViT: each tile is encoded once, later epochs reuse its tokens.", logger="current")
 
     def _llm_forward(self, pixel_values, labels=None, **kwargs):
         """XTuner's forward of the LLM, or with ``answer_only_lm_head`` the loss alone (no logits returned)."""
+        if self.vision_cache is not None:
+            self._forwards = getattr(self, "_forwards", 0) + 1
+            if self._forwards % 200 == 0:
+                print_log(self.vision_cache.summary(), logger="current")
         if not self.answer_only_lm_head or labels is None:
             return super()._llm_forward(pixel_values, labels=labels, **kwargs)
         from transformers.modeling_outputs import CausalLMOutputWithPast
@@ -274,3 +299,38 @@ class FullPrecisionInternVL(CourseInternVL):
         print_log(f"Full fp32 matmuls and convolutions (no TF32 on CUDA): {flags}.", logger="current")
         super().__init__(*args, **kwargs)
         self.model.float()
+
+
+class PreparedOnceDataset(InternVL_V1_5_Dataset):
+    """XTuner's ``InternVL_V1_5_Dataset`` that decodes, tiles and tokenizes each sample once.
+
+    XTuner's dataset has no randomness in ``prepare_data`` (no augmentation: a fixed resize of
+    fixed tiles), so every epoch rebuilds the same tensors from the same JPEG. This class keeps
+    the first result per sample in memory; two questions about one photo share its pixels. A
+    sample whose image fails to load is never kept: every epoch reports it and draws a
+    replacement, as XTuner does (:mod:`helpers.train.replaced_samples`).
+
+    Takes exactly ``InternVL_V1_5_Dataset``'s arguments.
+
+    Example (config file)::
+
+        llava_dataset = dict(type=PreparedOnceDataset, model_path=path, data_paths=data_path, ...)
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._prepared: dict = {}
+        self._pixels: dict = {}
+
+    def prepare_data(self, index):
+        kept = self._prepared.get(index)
+        if kept is None:
+            kept = super().prepare_data(index)
+            if kept is None:
+                return None  # an image that failed to load: XTuner logged it; every epoch does so again
+            image = self.data[index].get("image")
+            if image is not None:
+                path = (self.image_folder[index], str(image))
+                kept["pixel_values"] = self._pixels.setdefault(path, kept["pixel_values"])
+            self._prepared[index] = kept
+        return dict(kept)  # a new dict each time: the collate function must not change the kept one

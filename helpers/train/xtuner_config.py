@@ -44,6 +44,9 @@ OVERRIDE_REASONS = {
     "lr": "a tiny-width model, fine-tuned from weights trained on a CPU, barely moves at 3e-5 (measured)",
     "llm_activation_checkpointing": "a tiny model's activations are small: recomputing them in backward only costs "
                                     "time (same loss and gradients)",
+    "cache_vision_features": "the frozen ViT gives a tile the same tokens in every epoch: encode it once (same loss "
+                             "and gradients)",
+    "prepare_samples_once": "every epoch decodes, tiles and tokenizes the same samples: do it once (same samples)",
 }
 
 
@@ -76,6 +79,8 @@ class Recipe:
     aligned_lm_head: bool
     answer_only_lm_head: bool
     fused_kernels: bool
+    cache_vision_features: bool
+    prepare_samples_once: bool
     save_steps: int
     save_total_limit: int
     save_optimizer: bool
@@ -236,6 +241,8 @@ def render_config(settings: Settings, model_path, train_json, image_folder, work
     iters = (f"; {recipe.max_iters} iterations on one GPU ({recipe.iters_per_epoch} a epoch)"
              if recipe.max_iters else "")
     config_name = config_name or f"{Path(work_dir).name}.py"
+    model_class = "CourseInternVL" if amp else "FullPrecisionInternVL"
+    dataset_class = "PreparedOnceDataset" if recipe.prepare_samples_once else "InternVL_V1_5_Dataset"
     return TEMPLATE.substitute(
         generated_for=f"profile '{settings.profile}', recipe '{recipe.name}'{iters}.",
         config_name=config_name,
@@ -249,12 +256,14 @@ def render_config(settings: Settings, model_path, train_json, image_folder, work
         dataloader_num_workers=recipe.dataloader_num_workers, max_epochs=recipe.max_epochs,
         activation_checkpointing=recipe.llm_activation_checkpointing, fused_adamw=recipe.fused_adamw,
         aligned_lm_head=recipe.aligned_lm_head, answer_only_lm_head=recipe.answer_only_lm_head,
-        fused_kernels=recipe.fused_kernels,
+        fused_kernels=recipe.fused_kernels, cache_vision_features=recipe.cache_vision_features,
+        prepare_samples_once=recipe.prepare_samples_once,
         lr=recipe.lr, betas=repr(tuple(recipe.betas)), weight_decay=recipe.weight_decay,
         max_norm=recipe.max_norm, warmup_ratio=recipe.warmup_ratio,
         optim_wrapper_settings=optim_settings,
         optim_wrapper_block=AMP_BLOCK if amp else PLAIN_BLOCK,
-        model_class="CourseInternVL" if amp else "FullPrecisionInternVL",
+        model_class=model_class, dataset_class=dataset_class,
+        compat_imports=", ".join([model_class] + ([dataset_class] if recipe.prepare_samples_once else [])),
         save_steps=recipe.save_steps, save_total_limit=recipe.save_total_limit,
         save_optimizer=recipe.save_optimizer, log_interval=recipe.log_interval,
         seed=recipe.seed, profile_notes=notes,
