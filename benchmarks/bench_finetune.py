@@ -18,6 +18,10 @@ checkpoints; the recipes differ only by the overrides appended to the config:
 * ``balanced``: the same levers at micro-batch 2 x accumulation 4, for a 40-48 GB card.
 * ``lean``: the same maths in less memory: micro-batch 1 x accumulation 8, checkpointing on,
   ZeRO-2 (goal < 20 GB in nvidia-smi and no slower than upstream).
+* ``recommended_cached``: ``recommended`` with the frozen ViT's tokens reused for a tile seen before
+  (``cache_vision_features``, helpers.train.vit_cache). The set has ``--images`` photos (32) for
+  ``8 x --iters`` records, so after the first 4 iterations every tile has been seen: its median is
+  the steady state of epochs 2-10 of a course job, not of its first epoch.
 * ``no_checkpointing`` / ``_b8`` / ``_b1``: ablations (checkpointing off at micro-batch 4, 8, 1);
   ``upstream_aligned`` / ``recommended_unaligned``: the aligned head alone, on and off.
 
@@ -75,6 +79,8 @@ RECIPES = {
     "recommended": _speed_recipe("recommended"),
     "balanced": _speed_recipe("balanced"),
     "lean": _speed_recipe("lean"),
+    # recommended, and the frozen ViT encodes each tile once (the tiny profile's cache_vision_features)
+    "recommended_cached": dict(_speed_recipe("recommended"), cache=True),
     # upstream with only the LLM's activation checkpointing off: what the recompute alone costs
     "no_checkpointing": dict(batch=4, accum=2, workers=4, fused=False, checkpointing=False),
     # without checkpointing at micro-batch 8 (out of memory on an 80 GB H100) and 1
@@ -109,7 +115,7 @@ def recipe_settings(S, r: dict, smoke: bool):
     return S.replace(batch_size=r["batch"], accumulative_counts=r["accum"], llm_activation_checkpointing=r["checkpointing"],
                      fused_adamw=r["fused"] and not smoke, aligned_lm_head=bool(r.get("aligned")),
                      answer_only_lm_head=bool(r.get("answer_only")), fused_kernels=bool(r.get("liger")),
-                     dataloader_num_workers=0 if smoke else r["workers"])
+                     cache_vision_features=bool(r.get("cache")), dataloader_num_workers=0 if smoke else r["workers"])
 
 
 def make_dataset(root, n_records: int, n_images: int, seed: int = 0, sizes=PHOTO_SIZES) -> Path:
