@@ -53,3 +53,19 @@ def replica_model(replica_dir):
     from helpers.models import load_model
 
     return load_model(replica_dir, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def small_llava(tmp_path_factory):
+    """``(train.json, image root)`` of a small synthetic set: 16 photos, 32 questions, all in train.
+
+    Module scope: each test module gets its own copy, so one may damage its photos.
+    """
+    from helpers.data.llava import foodieqa_to_llava
+    from helpers.data.synth import make_dataset
+
+    root = make_dataset(tmp_path_factory.mktemp("synth"), per_dish=1, long_side=448)
+    out = tmp_path_factory.mktemp("llava")
+    rep = foodieqa_to_llava(root / "sivqa_tidy.json", root, out, val_fraction=0.0, workers=1)
+    assert rep.skipped == 0
+    return out / "train.json", root

@@ -7,22 +7,16 @@ import pytest
 
 
 @pytest.fixture(scope="module")
-def llava_with_a_broken_photo(tmp_path_factory):
+def llava_with_a_broken_photo(small_llava):
     """16 photos, 32 questions; the photo of record 5 (and of its sibling question) is bytes that are not an image."""
     import json
 
-    from helpers.data.llava import foodieqa_to_llava
-    from helpers.data.synth import make_dataset
-
-    root = make_dataset(tmp_path_factory.mktemp("synth"), per_dish=1, long_side=448)
-    out = tmp_path_factory.mktemp("llava")
-    rep = foodieqa_to_llava(root / "sivqa_tidy.json", root, out, val_fraction=0.0, workers=1)
-    assert rep.skipped == 0
-    records = json.loads((out / "train.json").read_text(encoding="utf-8"))
+    data_file, root = small_llava  # this module's own copy (conftest)
+    records = json.loads(data_file.read_text(encoding="utf-8"))
     (root / records[5]["image"]).write_bytes(b"not a jpeg")
     broken = [i for i, r in enumerate(records) if r["image"] == records[5]["image"]]
     assert len(broken) == 2
-    return out / "train.json", root, records[5]["image"], broken
+    return data_file, root, records[5]["image"], broken
 
 
 def _datasets(data_file, image_root, model_dir):

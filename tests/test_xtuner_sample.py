@@ -56,16 +56,9 @@ def test_masked_loss_demo_ignores_prompt_positions():
 # ----------------------------------------------------------------------------- with XTuner
 
 @pytest.fixture(scope="module")
-def llava(tmp_path_factory):
-    """A small synthetic set (16 photos, 32 questions), converted with every record in train."""
-    from helpers.data.llava import foodieqa_to_llava
-    from helpers.data.synth import make_dataset
-
-    root = make_dataset(tmp_path_factory.mktemp("synth"), per_dish=1, long_side=448)
-    out = tmp_path_factory.mktemp("llava")
-    rep = foodieqa_to_llava(root / "sivqa_tidy.json", root, out, val_fraction=0.0, workers=1)
-    assert rep.skipped == 0
-    return out / "train.json", root
+def llava(small_llava):
+    """The small synthetic set of conftest (16 photos, 32 questions, every record in train)."""
+    return small_llava
 
 
 @pytest.fixture(scope="module")
