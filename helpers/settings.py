@@ -110,9 +110,11 @@ class Settings:
     pretrain_stage0_steps: int = 150  # stage 0a: language warm-up steps of the LLM alone (16 texts a step)
     pretrain_stage0_lr: float = 3e-3  # stage 0a AdamW peak learning rate
     pretrain_text_food_share: float = 0.3  # stage 0a: share of texts that describe a dish's looks
-    pretrain_vision_steps: int = 1600  # stage 0b: InternViT warm-up steps at 224 px (32 images a step); its food
+    pretrain_vision_steps: int = 1600  # stage 0b: InternViT warm-up steps (32 images a step); its food
     # features bound what notebook 05 can learn with the ViT frozen (docs/course-development.md)
     pretrain_vision_lr: float = 3e-3  # stage 0b AdamW peak learning rate
+    pretrain_vision_small_size: int = 112  # stage 0b: the first steps see images this small (4x fewer patches than 224 px)
+    pretrain_vision_small_share: float = 0.75  # stage 0b: share of the steps at that size; the rest at 224 px
     pretrain_vision_food_batch: int = 24  # stage 0b: food photos among the 32 images of a step
     pretrain_stage1_epochs: int = 1  # stage 1 (InternViT + MLP, LLM frozen): passes over the captions
     pretrain_stage1_lr: float = 5e-4  # stage 1 peak learning rate (higher inflates the image tokens of a frozen LLM)

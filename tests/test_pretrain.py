@@ -222,6 +222,28 @@ def test_vision_warmup_trains_only_the_vit(tiny_model_dir, tmp_path):
         warmup.vision_warmup(tiny_model_dir, tmp_path / "x", tmp_path / "d", [], steps=1)
 
 
+def test_vision_warmup_starts_small_then_trains_at_full_size(tiny_model_dir, tmp_path, monkeypatch):
+    pytest.importorskip("torch")
+    stage_data.make_shapes_dataset(tmp_path / "d", n_images=4, n_heldout=0, seed=2, size=112)
+    scenes = json.loads((tmp_path / "d" / "scenes.json").read_text())
+    seen = []
+    sample = warmup._VisionData.sample
+
+    def record(self, gen, n_scene, n_food):
+        batch = sample(self, gen, n_scene, n_food)
+        seen.append(batch.pixels.shape[-1])
+        return batch
+
+    monkeypatch.setattr(warmup._VisionData, "sample", record)
+    warmup.vision_warmup(tiny_model_dir, tmp_path / "m", tmp_path / "d", scenes, steps=4, batch_size=2, size=112,
+                         log_every=0, small_size=56, small_share=0.75)
+    assert seen == [56, 56, 56, 112]
+    seen.clear()
+    warmup.vision_warmup(tiny_model_dir, tmp_path / "m2", tmp_path / "d", scenes, steps=2, batch_size=2, size=112,
+                         log_every=0, small_size=56, small_share=0.0)
+    assert seen == [112, 112]
+
+
 @pytest.mark.slow
 def test_build_base_end_to_end_and_cache(tiny_model_dir, tmp_path, monkeypatch):
     pytest.importorskip("xtuner")

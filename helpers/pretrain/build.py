@@ -6,8 +6,8 @@ later notebooks start from a model that sees and speaks, but knows no dish:
 
 0. **warm-ups** (plain PyTorch): the real InternLM2 and InternViT arrive pre-trained, the tiny
    ones are random. 0a: the LLM alone learns the language of the captions and answers below,
-   as text. 0b: the ViT alone learns, at 224 px, to see the drawn attributes (InternViT-6B was
-   pre-trained at 224 px too; InternVL 1.2 raised it to 448 px).
+   as text. 0b: the ViT alone learns, at 224 px (its first steps at 112 px), to see the drawn
+   attributes (InternViT-6B was pre-trained at 224 px too; InternVL 1.2 raised it to 448 px).
 1. **stage 1** (XTuner, InternVL 1.5's pre-training): InternViT + the MLP projector are trained
    at 448 px, the LLM is frozen, on image captions of drawn scenes.
 2. **stage 2** (XTuner, InternVL 1.5's fine-tuning): the whole model is trained on
@@ -55,6 +55,8 @@ class PretrainRecipe:
     vision_steps: int
     vision_lr: float
     vision_food_batch: int
+    vision_small_size: int
+    vision_small_share: float
     stage1_epochs: int
     stage1_lr: float
     question_share: float
@@ -78,6 +80,8 @@ class PretrainRecipe:
                    text_food_share=settings.pretrain_text_food_share,
                    vision_steps=settings.pretrain_vision_steps, vision_lr=settings.pretrain_vision_lr,
                    vision_food_batch=settings.pretrain_vision_food_batch,
+                   vision_small_size=settings.pretrain_vision_small_size,
+                   vision_small_share=settings.pretrain_vision_small_share,
                    stage1_epochs=settings.pretrain_stage1_epochs, stage1_lr=settings.pretrain_stage1_lr,
                    question_share=settings.pretrain_question_share,
                    stage2_epochs=settings.pretrain_stage2_epochs, stage2_lr=settings.pretrain_stage2_lr,
@@ -240,7 +244,8 @@ def build_base(settings: Settings, force: bool = False, progress: bool = True) -
     stage0_dir = work / "stage0b-model"
     losses["stage0b"] = vision_warmup(work / "stage0a-model", stage0_dir, data["root"], scenes, recipe.vision_steps,
                                       lr=recipe.vision_lr, seed=recipe.seed, foods=foods,
-                                      food_batch=recipe.vision_food_batch, log_every=100)
+                                      food_batch=recipe.vision_food_batch, log_every=100,
+                                      small_size=recipe.vision_small_size, small_share=recipe.vision_small_share)
     seconds["stage0b"] = round(time.time() - t, 1)
 
     stages = _xtuner_stages(recipe, data, work, stage0_dir, out, progress, losses, seconds)
@@ -261,6 +266,9 @@ def stage_table(info: dict) -> list:
     def lr(v):
         return v if vit_frozen else f"{v}（ViT ×{r['vit_lr_mult']}）"
 
+    small, share = r.get("vision_small_size"), r.get("vision_small_share", 0)
+    vision_px = f"{small} px（前 {share:.0%} 的步）→ 224 px" if small and share else "224 px"
+
     def row(stage, train, frozen, data, steps, rate, key):
         return {"阶段": stage, "训练": train, "冻结": frozen, "数据": data, "步数 / 轮数": steps, "学习率": rate,
                 "秒": sec[key]}
@@ -268,7 +276,7 @@ def stage_table(info: dict) -> list:
     return [
         row("画数据", "-", "-", "图形场景、菜品照片", "-", "-", "data"),
         row("0a 语言热身", "LLM", "InternViT + MLP", "纯文本对话", f"{r['stage0_steps']} 步", r["stage0_lr"], "stage0a"),
-        row("0b 视觉热身", "InternViT", "LLM + MLP", "224 px 场景 + 菜品照片（外观标签）", f"{r['vision_steps']} 步",
+        row("0b 视觉热身", "InternViT", "LLM + MLP", f"{vision_px} 场景 + 菜品照片（外观标签）", f"{r['vision_steps']} 步",
             r["vision_lr"], "stage0b"),
         row("1 (XTuner)", "MLP" if vit_frozen else "InternViT + MLP", "InternViT + LLM" if vit_frozen else "LLM", "描述",
             f"{r['stage1_epochs']} 轮", lr(r["stage1_lr"]), "stage1"),

@@ -133,7 +133,7 @@ def _save_checkpoint(model, tokenizer, src_dir, out_dir) -> None:
 
 def vision_warmup(model_dir, out_dir, data_root, scenes, steps: int = 120, batch_size: int = 32,
                   lr: float = 3e-3, size: int = 224, seed: int = 0, log_every: int = 20, foods=None,
-                  food_batch: int = 24) -> list:
+                  food_batch: int = 24, small_size: int | None = None, small_share: float = 0.0) -> list:
     """Stage 0b: pre-train InternViT alone, at 224 px, to see the drawn attributes and food.
 
     The real InternViT-6B arrives pre-trained (at 224 px, by InternVL 1.0's image-text
@@ -143,6 +143,10 @@ def vision_warmup(model_dir, out_dir, data_root, scenes, steps: int = 120, batch
     count, position and background of a scene. Food photos get one more linear head, on the
     mean of their patch tokens: which of the 16 looks (``Dish.looks``) the photo shows. The
     heads are thrown away; the model dir written is the input model with the new ViT weights.
+
+    With ``small_size``, the first ``small_share`` of the steps see the images at that side
+    (progressive resizing: at 112 px a step has 4x fewer patches), the rest at ``size``; one
+    optimizer and one learning-rate schedule span both.
 
     Args:
         model_dir: checkpoint to start from (stage 0a's output).
@@ -157,6 +161,8 @@ def vision_warmup(model_dir, out_dir, data_root, scenes, steps: int = 120, batch
         log_every: print loss and batch accuracy every N steps.
         foods: records with ``image`` and ``dish`` (``foods.json``); None trains on scenes only.
         food_batch: food photos per step when ``foods`` is given.
+        small_size: image side of the first steps (None: every step at ``size``).
+        small_share: share of the steps at ``small_size``.
 
     Returns:
         ``[(step, loss), ...]``.
@@ -172,6 +178,8 @@ def vision_warmup(model_dir, out_dir, data_root, scenes, steps: int = 120, batch
     model, tok = load_model(model_dir, dtype=torch.float32)
     vit = model.vision_model.train()
     data = _VisionData(scenes, foods, data_root, size)
+    n_small = round(small_share * steps) if small_size else 0
+    small = _VisionData(scenes, foods, data_root, small_size) if n_small else None
     heads = _vision_heads(model.config.vision_config.hidden_size)
     params = list(vit.parameters()) + list(heads.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
@@ -180,7 +188,7 @@ def vision_warmup(model_dir, out_dir, data_root, scenes, steps: int = 120, batch
 
     losses = []
     for step in range(1, steps + 1):
-        batch = data.sample(gen, batch_size - n_food, n_food)
+        batch = (small if step <= n_small else data).sample(gen, batch_size - n_food, n_food)
         tokens = vit(pixel_values=batch.pixels).last_hidden_state[:, 1:]  # every patch token, no class token
         scene_tokens, food_tokens = tokens[:batch.n_scenes], tokens[batch.n_scenes:]
         loss = _vision_loss(heads, scene_tokens, batch.targets, *batch.food(food_tokens))
