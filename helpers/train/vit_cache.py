@@ -115,6 +115,8 @@ def cache_frozen_vision(model, max_bytes: int = DEFAULT_MAX_BYTES) -> VisionCach
         'vision cache: 5184 of 5760 tiles reused (90%), 576 tiles held, 288 MiB'
     """
     torch = _torch()
+    from transformers.modeling_outputs import BaseModelOutputWithPooling  # what InternViT's forward returns
+
     vision = model.vision_model
     if cacheable_reason(vision) is not None:
         return None
@@ -140,20 +142,15 @@ def cache_frozen_vision(model, max_bytes: int = DEFAULT_MAX_BYTES) -> VisionCach
                 row = (out.last_hidden_state[j], None if pooled is None else pooled[j])
                 fresh[keys[i]] = row
                 cache.store(keys[i], *row)
-            output_type = type(out)
-        else:
-            output_type = None
         cache.misses += len(todo)
         cache.hits += len(keys) - len(todo)
         device = pixel_values.device
         rows = [fresh.get(k) or cache.rows[k] for k in keys]
         hidden = torch.stack([h.to(device) for h, _ in rows])
         pooled = None if rows[0][1] is None else torch.stack([p.to(device) for _, p in rows])
-        if output_type is None:
-            from transformers.modeling_outputs import BaseModelOutputWithPooling as output_type
         if return_dict is False:
             return (hidden, pooled)
-        return output_type(last_hidden_state=hidden, pooler_output=pooled)
+        return BaseModelOutputWithPooling(last_hidden_state=hidden, pooler_output=pooled)
 
     vision.forward = types.MethodType(forward, vision)
     vision.course_cache = cache

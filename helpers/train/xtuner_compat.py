@@ -225,7 +225,7 @@ class CourseInternVL(InternVL_V1_5):
                       logger="current")
         if answer_only_lm_head:
             print_log("LM head and loss computed on labelled positions only.", logger="current")
-        self.vision_cache = None
+        self.vision_cache, self._forwards = None, 0
         if cache_vision_features:
             self._cache_vision()
         self._keep_trainables_in_fp32()
@@ -233,18 +233,17 @@ class CourseInternVL(InternVL_V1_5):
     def _cache_vision(self) -> None:
         from helpers.train.vit_cache import cache_frozen_vision, cacheable_reason
 
-        why_not = cacheable_reason(self.model.vision_model)
-        if why_not:
-            print_log(f"cache_vision_features=True, but {why_not}: every step encodes its tiles.",
-                      logger="current", level=30)
-            return
         self.vision_cache = cache_frozen_vision(self.model)
+        if self.vision_cache is None:
+            print_log(f"cache_vision_features=True, but {cacheable_reason(self.model.vision_model)}: every step "
+                      "encodes its tiles.", logger="current", level=30)
+            return
         print_log("Frozen ViT: each tile is encoded once, later epochs reuse its tokens.", logger="current")
 
     def _llm_forward(self, pixel_values, labels=None, **kwargs):
         """XTuner's forward of the LLM, or with ``answer_only_lm_head`` the loss alone (no logits returned)."""
         if self.vision_cache is not None:
-            self._forwards = getattr(self, "_forwards", 0) + 1
+            self._forwards += 1
             if self._forwards % 200 == 0:
                 print_log(self.vision_cache.summary(), logger="current")
         if not self.answer_only_lm_head or labels is None:
